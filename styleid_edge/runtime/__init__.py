@@ -1,0 +1,1 @@
+"""Torch-free runtime: backends, detection, alignment, tracking, StyleID methods, blending, video I/O."""
