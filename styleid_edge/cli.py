@@ -1,0 +1,211 @@
+"""The one entry point: ``styleid-edge <command>``.
+
+Commands import their package lazily, so ``anonymize`` never loads torch and
+``export`` is the only one that needs the ``export`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("styleid_edge")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose
+                        else "%(levelname)s: %(message)s")
+
+
+# --- export -------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from .export.pack_writer import build_pack, make_synthetic_pack
+    except ImportError as exc:
+        raise SystemExit(f"`styleid-edge export` needs the export extra (torch, onnx): "
+                         f"pip install 'styleid-edge[export]'  ({exc})")
+    if args.synthetic:
+        pack = make_synthetic_pack(args.out, resolution=args.synthetic, channel_multiplier=args.channel_multiplier,
+                                   seed=args.seed, recognizer=args.with_recognizer)
+    else:
+        if not args.stylegan2:
+            raise SystemExit("export needs --stylegan2 CKPT (or --synthetic RES for a random test pack)")
+        pack = build_pack(args.out, stylegan2=args.stylegan2, e4e=args.e4e, arcface=args.arcface,
+                          mapper=args.mapper)
+    print(_pack_summary(pack))
+    return 0
+
+
+def _pack_summary(pack) -> str:
+    m = pack.manifest
+    lines = [f"pack: {pack.root}", f"  resolution {m.resolution} px, W+ {m.n_latent}x{m.style_dim}, "
+             f"StyleSpace {m.n_styles} channels ({sum(layer.size for layer in m.layers if not layer.is_torgb)} "
+             f"without toRGB) in {len(m.layers)} layers"]
+    for role, name in m.files.items():
+        size = pack.path(name).stat().st_size / 1e6
+        lines.append(f"  {role:<10} {name} ({size:.1f} MB)")
+    lines.append(f"  identity ranks: {', '.join(m.ranks) if m.ranks else 'none (run styleid-edge calibrate ranks)'}")
+    if (pack.root / "donors.npz").is_file():
+        lines.append("  donor bank: donors.npz")
+    if m.synthetic:
+        lines.append("  SYNTHETIC pack: random weights, for tests and demos only")
+    for src in m.provenance.get("sources", []):
+        lines.append(f"  source {src.get('role')}: {src.get('file')} sha256 {src.get('sha256', '')[:16]}...")
+    for lic in m.licences:
+        lines.append(f"  licence: {lic}")
+    return "\n".join(lines)
+
+
+def cmd_pack_info(args: argparse.Namespace) -> int:
+    from .runtime.pack import ModelPack, PackError
+
+    try:
+        pack = ModelPack.load(args.pack)
+    except PackError as exc:
+        print(f"invalid pack: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(pack.manifest.to_json())
+    else:
+        print(_pack_summary(pack))
+    return 0
+
+
+# --- anonymize ----------------------------------------------------------------------------
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    from .runtime.anonymizer import AnonymizerConfig
+    from .runtime.backends import parse_providers
+    from .runtime.jobs import JobOptions, anonymize_path
+
+    config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
+                              detector=args.detector, detector_threshold=args.thresh, min_face=args.min_face,
+                              providers=parse_providers(args.providers), donors=args.donors)
+    options = JobOptions(crf=args.crf, quiet=args.quiet, report=args.report)
+    report = anonymize_path(args.input, args.output, config, pack=args.pack, options=options)
+    summary = report.to_dict()
+    if not args.quiet:
+        fb = ", ".join(f"{k}: {v}" for k, v in summary["fallbacks"].items()) or "none"
+        print(f"{summary['frames']} frames, {summary['faces']} faces ({summary['tracks']} tracks) anonymized by "
+              f"{summary['faces_by_method']}; fallbacks: {fb}")
+        for note in summary["notes"]:
+            print(f"NOTE: {note}")
+        if args.report:
+            print(f"report: {args.report}")
+    return 1 if summary["errors"] and not summary["frames"] else 0
+
+
+# --- donors -------------------------------------------------------------------------------
+def cmd_donors_build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .runtime.backends import SessionOptions, parse_providers
+    from .runtime.detect import DEFAULT_DETECTOR, make_detector
+    from .runtime.donors import build_from_images, build_from_pack
+    from .runtime.images import iter_inputs
+    from .runtime.models import PackModels
+    from .runtime.pack import ModelPack
+
+    detector = make_detector(DEFAULT_DETECTOR)
+    if args.from_images:
+        paths = [p for p in iter_inputs(Path(args.from_images)) if p.suffix.lower() in (".jpg", ".jpeg", ".png",
+                                                                                         ".webp", ".bmp")]
+        bank = build_from_images(paths, detector)
+        out = Path(args.out or "donors.npz")
+    else:
+        pack = ModelPack.load(args.pack)
+        models = PackModels(pack, SessionOptions(providers=parse_providers(args.providers)))
+        with tqdm(total=args.count, desc="donors", unit="face", disable=args.quiet) as bar:
+            bank = build_from_pack(models, count=args.count, seed=args.seed, detector=detector,
+                                   progress=bar.update)
+        out = Path(args.out) if args.out else pack.root / "donors.npz"
+    bank.save(out)
+    print(f"donor bank: {len(bank.images)} faces -> {out}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="styleid-edge", description="Face anonymization with StyleID.")
+    p.add_argument("--version", action="version", version=f"styleid-edge {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("anonymize", help="anonymize an image, a video, or a folder of them")
+    a.add_argument("input", help="image, video file or folder")
+    a.add_argument("-o", "--output", required=True, help="output file (or folder for a folder input)")
+    a.add_argument("--pack", help="model pack directory (default: $STYLEID_EDGE_PACK, then ~/.local/share/"
+                                  "styleid-edge/pack; with none, faces are pixelated)")
+    a.add_argument("--method", choices=["latent", "pixel", "swapper", "donor", "blur", "pixelate"],
+                   help="default: the best the pack allows (swapper > latent > pixel > donor > pixelate)")
+    a.add_argument("--strength", type=float, help="privacy knob in (0,1]: share of identity channels swapped "
+                                                  "(latent); default: the pack's calibrated value")
+    a.add_argument("--target", help="image of a face to anonymize toward (instead of random identities)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the pseudo-identities (one per tracked person)")
+    a.add_argument("--detector", default=None, help="yunet, centerface, retinaface, or a SCRFD .onnx path")
+    a.add_argument("--thresh", type=float, help="detection score threshold")
+    a.add_argument("--min-face", type=int, default=24, help="faces smaller than this (px) are pixelated")
+    a.add_argument("--donors", help="donor bank file for --method donor")
+    a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    a.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, 18 ~ visually lossless)")
+    a.add_argument("--report", help="write a JSON report of every face and fallback here")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_anonymize)
+
+    e = sub.add_parser("export", help="turn checkpoints into a model pack (needs the export extra)")
+    e.add_argument("--stylegan2", help="rosinality StyleGAN2 checkpoint (e.g. stylegan2-ffhq-config-f.pt)")
+    e.add_argument("--e4e", help="encoder4editing checkpoint (e4e_ffhq_encode.pt)")
+    e.add_argument("--arcface", help="ArcFace IR-SE50 (model_ir_se50.pth) or a recognizer .onnx")
+    e.add_argument("--mapper", help="StyleID latent swapper (mapper.pt)")
+    e.add_argument("--out", required=True, help="pack directory to write")
+    e.add_argument("--synthetic", type=int, metavar="RES", help="write a random-weight pack of this resolution")
+    e.add_argument("--channel-multiplier", type=int, default=1, help="with --synthetic")
+    e.add_argument("--with-recognizer", action="store_true", help="with --synthetic: add a random ArcFace")
+    e.add_argument("--seed", type=int, default=0, help="with --synthetic")
+    e.set_defaults(func=cmd_export)
+
+    pk = sub.add_parser("pack", help="inspect model packs").add_subparsers(dest="pack_command", required=True)
+    pi = pk.add_parser("info", help="validate a pack and print what is in it")
+    pi.add_argument("pack")
+    pi.add_argument("--json", action="store_true")
+    pi.set_defaults(func=cmd_pack_info)
+
+    dn = sub.add_parser("donors", help="donor bank for --method donor").add_subparsers(dest="donors_command",
+                                                                                       required=True)
+    db = dn.add_parser("build", help="generate donor faces from a pack (or take them from photos)")
+    db.add_argument("--pack", help="model pack to generate from")
+    db.add_argument("--from-images", help="folder of face photos to use as donors instead")
+    db.add_argument("--count", type=int, default=64)
+    db.add_argument("--seed", type=int, default=1000)
+    db.add_argument("--out", help="output file (default: PACK/donors.npz)")
+    db.add_argument("--providers", default="cpu")
+    db.add_argument("-q", "--quiet", action="store_true")
+    db.set_defaults(func=cmd_donors_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, getattr(args, "quiet", False))
+    if getattr(args, "detector", "x") is None:
+        from .runtime.detect import DEFAULT_DETECTOR
+
+        args.detector = DEFAULT_DETECTOR
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        log.debug("error", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

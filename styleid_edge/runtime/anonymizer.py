@@ -1,0 +1,257 @@
+"""Per-frame anonymization: detect -> track -> align -> method -> paste back, fail closed.
+
+``Anonymizer`` is also the Python API for appliances::
+
+    from styleid_edge.runtime.anonymizer import Anonymizer, AnonymizerConfig
+    anon = Anonymizer(AnonymizerConfig(method="latent"), pack="packs/ffhq")
+    out, faces = anon.process(frame_bgr)      # frame in, anonymized frame + face records out
+
+Every detected (or held-over) face leaves ``process`` anonymized: by the
+requested method, or pixelated when that is impossible for that face (too
+small, extreme pose, model error) — each fallback counted in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import align, blend, fallback
+from .backends import SessionOptions
+from .detect import DEFAULT_DETECTOR, make_detector
+from .methods import METHODS, MethodConfig, StyleIDMethods, best_method, images_to_crops
+from .models import PackModels, StageTimer
+from .pack import ModelPack, find_pack
+from .report import RunReport
+from .track import Tracker, TrackerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnonymizerConfig:
+    method: str | None = None  # None: the best the pack allows (methods.best_method)
+    strength: float | None = None  # privacy knob in (0, 1]; None: the pack's calibrated default
+    seed: int = 0  # pseudo-identities derive from it (one per track)
+    target: str | None = None  # image of a face to anonymize toward instead of random identities
+    truncation: float = 0.7
+    detector: str = DEFAULT_DETECTOR
+    detector_threshold: float | None = None
+    min_face: int = 24  # faces whose box is smaller (px) are pixelated instead of regenerated
+    max_yaw: float = 0.8  # profile limit on the landmark yaw proxy (0 frontal, 1 full profile)
+    hold_frames: int = 5
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    batch_size: int = 16
+    donors: str | None = None  # donor bank file for --method donor (default: the pack's donors.npz)
+
+
+@dataclass
+class FaceRecord:
+    track_id: int
+    box: list[float]
+    method: str  # what was applied to this face in this frame
+    held: bool  # output from tracker hold-over (no detection this frame)
+    fallback: str | None = None  # why it was pixelated instead of the requested method
+
+
+class Anonymizer:
+    def __init__(self, config: AnonymizerConfig | None = None, pack: ModelPack | str | Path | None = None,
+                 report: RunReport | None = None, *, use_default_pack: bool = True):
+        self.config = config = config or AnonymizerConfig()
+        self.report = report or RunReport()
+        self.timer = StageTimer()
+        options = SessionOptions(providers=list(config.providers))
+        if isinstance(pack, (str, Path)):
+            pack = ModelPack.load(pack)
+        elif pack is None and use_default_pack:
+            pack = find_pack(None)
+        self.pack = pack
+        self.report.pack = str(pack.root) if pack else None
+        self.report.pack_synthetic = bool(pack and pack.manifest.synthetic)
+        if pack is not None and pack.manifest.synthetic:
+            msg = (f"model pack {pack.root} is SYNTHETIC (random weights): faces are replaced by "
+                   "generated textures, not natural faces")
+            log.warning(msg)
+            self.report.note(msg)
+        self.donor_bank = None
+        has_donors = bool(config.donors) or bool(pack and (pack.root / "donors.npz").is_file())
+        method = config.method or best_method(pack, has_donors)
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        self.report.requested_method = config.method
+        if method in ("latent", "pixel", "swapper") and pack is None:
+            msg = (f"no model pack installed: method {method!r} needs one, so every face is PIXELATED instead. "
+                   "Make a pack with `styleid-edge export` and pass --pack (or set STYLEID_EDGE_PACK).")
+            log.warning(msg)
+            self.report.note(msg)
+            method = "pixelate"
+        elif config.method is None and pack is None and method == "pixelate":
+            msg = ("no model pack installed: every face is PIXELATED. Make a pack with `styleid-edge export` "
+                   "and pass --pack (or set STYLEID_EDGE_PACK) for StyleID anonymization.")
+            log.warning(msg)
+            self.report.note(msg)
+        self.method = method
+        self.report.method = method
+        self.models = PackModels(pack, options) if pack is not None else None
+        self.engine: StyleIDMethods | None = None
+        if method in ("latent", "pixel", "swapper"):
+            self.engine = StyleIDMethods(self.models, MethodConfig(method, config.strength, config.truncation))
+            self.crop_size = max(256, min(pack.manifest.resolution, 512))
+        else:
+            self.crop_size = 256
+        if method == "donor":
+            from .donors import DonorBank
+
+            path = config.donors or (pack.root / "donors.npz" if pack else None)
+            if path is None:
+                raise ValueError("--method donor needs a donor bank: run `styleid-edge donors build --pack PACK` "
+                                 "or pass --donors FILE")
+            self.donor_bank = DonorBank.load(path)
+        self.detector = make_detector(config.detector, providers=list(config.providers),
+                                      threshold=config.detector_threshold)
+        self.report.detector = str(config.detector)
+        self.tracker = Tracker(TrackerConfig(hold_frames=config.hold_frames, seed=config.seed))
+        self._frame_index = 0
+        self._seen_tracks: set[int] = set()
+        if config.target and self.engine is not None:
+            self._set_target(config.target)
+        elif config.target:
+            log.warning("--target is used by the latent, pixel and swapper methods only; ignored for %s", method)
+
+    def _set_target(self, path: str) -> None:
+        from .images import read_image
+
+        image = read_image(path)
+        dets = self.detector.detect(image)
+        if not dets:
+            raise ValueError(f"{path}: no face found in the --target image; use a clear frontal photo")
+        best = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        crop, _ = align.ffhq_crop(image, best.landmarks, self.crop_size)
+        self.engine.set_target(crop)
+
+    def reset(self, fps: float = 30.0) -> None:
+        """Start a new stream (tracks and frame numbering); pseudo-identity seeds stay the same."""
+        self.tracker = Tracker(TrackerConfig(hold_frames=self.config.hold_frames, seed=self.config.seed,
+                                                   fps=fps))
+        self._frame_index = 0
+
+    # -----------------------------------------------------------------------------------------
+    def process(self, frame: np.ndarray, frame_index: int | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
+        """Anonymize one BGR frame (a copy is returned; the input is not modified)."""
+        idx = self._frame_index if frame_index is None else frame_index
+        self._frame_index = idx + 1
+        out = frame.copy()
+        t = time.perf_counter()
+        detections = self.detector.detect(frame)
+        self.timer.add("detect", t)
+        t = time.perf_counter()
+        tracks = self.tracker.update(detections, idx)
+        self.timer.add("track", t)
+        records: list[FaceRecord] = []
+        generative: list = []
+        for tr in tracks:
+            box = np.asarray(tr.box, dtype=np.float32)
+            rec = FaceRecord(int(tr.track_id), [round(float(v), 1) for v in box], self.method, bool(tr.is_held))
+            records.append(rec)
+            if tr.track_id not in self._seen_tracks:
+                self._seen_tracks.add(tr.track_id)
+                self.report.tracks += 1
+            if self.method in ("blur", "pixelate"):
+                continue
+            reason = self._unsuitable(tr)
+            if reason:
+                rec.method, rec.fallback = "pixelate", reason
+                continue
+            generative.append((tr, rec))
+        if generative:
+            self._run_generative(out, frame, generative)
+        # Obscuring last, on top: these faces must never show, whatever happened above.
+        for tr, rec in zip(tracks, records):
+            if rec.method == "pixelate":
+                fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
+            elif rec.method == "blur":
+                fallback.blur(out, np.asarray(tr.box, dtype=np.float32))
+        self._account(records)
+        return out, records
+
+    def _unsuitable(self, tr) -> str | None:
+        box = np.asarray(tr.box, dtype=np.float32)
+        if min(box[2] - box[0], box[3] - box[1]) < self.config.min_face:
+            return "too_small"
+        lm = np.asarray(tr.landmarks, dtype=np.float32)
+        if lm.shape != (5, 2) or not np.isfinite(lm).all():
+            return "no_landmarks"
+        q = align.face_quality(lm)
+        if abs(float(q.get("yaw_proxy", 0.0))) > self.config.max_yaw:
+            return "profile"
+        return None
+
+    def _run_generative(self, out: np.ndarray, frame: np.ndarray, items: list) -> None:
+        t = time.perf_counter()
+        aligned = []
+        for tr, rec in items:
+            try:
+                crop, m = align.ffhq_crop(frame, np.asarray(tr.landmarks, np.float32), self.crop_size)
+                lm_crop = align.transform_points(m, np.asarray(tr.landmarks, np.float32))
+                aligned.append((tr, rec, crop, m, lm_crop))
+            except Exception as exc:  # noqa: BLE001 - any failure on one face means: pixelate it
+                rec.method, rec.fallback = "pixelate", f"align_error: {exc}"
+        self.timer.add("align", t)
+        for start in range(0, len(aligned), self.config.batch_size):
+            batch = aligned[start:start + self.config.batch_size]
+            try:
+                new_crops = self._generate(batch)
+            except Exception as exc:  # noqa: BLE001 - fail closed for the whole batch
+                log.error("generation failed for %d face(s), pixelating them: %s", len(batch), exc)
+                self.report.errors.append(f"generation: {type(exc).__name__}: {exc}")
+                for _, rec, *_ in batch:
+                    rec.method, rec.fallback = "pixelate", "model_error"
+                continue
+            t = time.perf_counter()
+            for (tr, rec, crop, m, lm), (new, mask) in zip(batch, new_crops):
+                try:
+                    blend.paste_back(out, new, m, mask=mask)
+                except Exception as exc:  # noqa: BLE001
+                    rec.method, rec.fallback = "pixelate", f"paste_error: {exc}"
+            self.timer.add("paste_back", t)
+
+    def _generate(self, batch: list) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        crops = np.stack([b[2] for b in batch])
+        seeds = [int(b[0].seed) for b in batch]
+        if self.method == "donor":
+            t = time.perf_counter()
+            res = [self.donor_bank.render(b[2], b[4], seed) for b, seed in zip(batch, seeds)]
+            self.timer.add("donor", t)
+            return res
+        t = time.perf_counter()
+        images = self.engine.generate(crops, seeds)
+        self.timer.add(f"generate_{self.method}", t)
+        new = images_to_crops(images, self.crop_size)
+        if self.method == "pixel":
+            results = []
+            for (tr, rec, crop, m, lm), gen in zip(batch, new):
+                mask = blend.inner_face_mask(lm, self.crop_size)
+                results.append((blend.blend_inner_face(crop, gen, lm), mask))
+            return results
+        return [(n, None) for n in new]
+
+    def _account(self, records: list[FaceRecord]) -> None:
+        r = self.report
+        r.frames += 1
+        for rec in records:
+            r.faces += 1
+            r.faces_held += rec.held
+            r.faces_detected += not rec.held
+            r.by_method[rec.method] += 1
+            if rec.fallback:
+                r.fallbacks[rec.fallback.split(":")[0]] += 1
+
+    def finish(self) -> RunReport:
+        self.report.timings = self.timer.as_dict()
+        if self.models is not None:
+            self.report.providers = self.models.providers()
+        return self.report

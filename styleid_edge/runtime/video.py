@@ -1,0 +1,966 @@
+"""Video files on PyAV (FFmpeg): probe, a damage-tolerant reader, an atomic writer that copies the
+audio, a threaded decode → process → encode pipeline with bounded memory, and a progress bar.
+
+Conventions
+- Frames are BGR uint8 ``(H, W, 3)`` numpy arrays in *stored* orientation; ``VideoInfo.rotation``
+  says how a player turns them (PyAV's convention: counter-clockwise degrees, the value
+  ``VideoFrame.rotation`` reads and ``VideoStream.set_display_rotation`` writes; a phone's portrait
+  clip is usually 270, which ffprobe shows as -90 and old files tag as ``rotate=90``). The writer
+  copies that display matrix, so outputs play the same way. :func:`to_display` / :func:`from_display`
+  turn pixels for a stage that wants upright faces.
+- Timestamps: each :class:`Frame` keeps its input ``pts``; the writer encodes with the input's time
+  base and those pts, so frame count, duration and variable frame rate survive.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import av
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+# Encoders that take a constant-quality "crf" option.
+_CRF_CODECS = {"libx264", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
+# Containers that take "+faststart" (index first: streamable, and a truncated copy still opens).
+_FASTSTART_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".3g2"}
+
+
+class VideoError(RuntimeError):
+    """A video could not be read or written; the message names the file and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# probe
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int  # stored frame size (before rotation)
+    height: int
+    fps: Fraction  # average frame rate
+    time_base: Fraction  # of the video stream
+    frame_count: int  # exact when frame_count_exact, else estimated from duration * fps
+    frame_count_exact: bool
+    duration: float  # seconds
+    start_time: float  # seconds, first video timestamp
+    rotation: int  # display rotation, counter-clockwise degrees in {0, 90, 180, 270}
+    codec: str
+    pix_fmt: str | None
+    container_format: str
+    has_audio: bool
+    audio_codec: str | None = None
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    # FFmpeg's AVColorSpace / AVColorRange / AVColorPrimaries / AVColorTransferCharacteristic;
+    # 2 (0 for range) = unspecified. The writer tags and converts its output the same way.
+    color_space: int = 2
+    color_range: int = 0
+    color_primaries: int = 2
+    color_trc: int = 2
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as a player shows it."""
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
+
+
+def _check_input_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
+    if path.is_dir():
+        raise VideoError(f"{path} is a folder, not a video file; pass a file inside it")
+    if path.stat().st_size == 0:
+        raise VideoError(
+            f"{path} is empty (0 bytes): the copy, download or recording did not finish; "
+            "copy the file again from its source"
+        )
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    _check_input_file(path)
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        if _looks_like_unfinished_mp4(path):
+            raise VideoError(
+                f"{path} is an MP4/MOV cut off before its index (the 'moov' atom is missing): the "
+                "recording or copy did not finish. FFmpeg cannot read it without the index; copy the "
+                "file again, or rebuild the index with a repair tool (e.g. untrunc) and a good file "
+                "from the same camera"
+            ) from exc
+        raise VideoError(
+            f"{path} is not a video FFmpeg can read ({exc.strerror}): check that it is a video file "
+            "(mp4, mov, mkv, webm, avi, ts), not renamed or still downloading"
+        ) from exc
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{path}: FFmpeg could not open it ({exc}); check the file and its permissions") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path} has no video stream (audio only or a data file); pass a video file")
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        container.close()
+        raise VideoError(
+            f"{path} is a still image ({fmt}), not a video; read images with "
+            "styleid_edge.runtime.images.read_image"
+        )
+    return container
+
+
+def _looks_like_unfinished_mp4(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(12)
+    return len(head) == 12 and head[4:8] == b"ftyp"
+
+
+def _norm_rotation(degrees: float) -> int:
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def _rotation_of(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """Display rotation from the first decoded frame's display matrix (FFmpeg copies the stream's
+    matrix onto frames), else the legacy clockwise 'rotate' tag."""
+    tag = stream.metadata.get("rotate")
+    try:
+        for n, packet in enumerate(container.demux(stream)):
+            for frame in packet.decode():
+                return _norm_rotation(frame.rotation)
+            if packet.size == 0 or n > 300:
+                break
+    except av.error.FFmpegError as exc:
+        log.debug("%s: could not decode a first frame to read the rotation: %s", container.name, exc)
+    if tag:
+        try:
+            return _norm_rotation(-float(tag))
+        except ValueError:
+            log.warning("%s: ignoring unreadable rotate tag %r", container.name, tag)
+    return 0
+
+
+def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    count = 0
+    demuxer = container.demux(stream)
+    errors = 0
+    while True:
+        try:
+            packet = next(demuxer)
+        except StopIteration:
+            return count
+        except av.error.FFmpegError:
+            errors += 1
+            if errors > 100:
+                return count
+            demuxer = container.demux(stream)
+            continue
+        if packet.size:
+            count += 1
+
+
+def count_frames(path: str | Path) -> int:
+    """Exact number of video packets (= frames for all common codecs), by demuxing without decoding."""
+    container = _open_input(Path(path))
+    try:
+        return _count_packets(container, container.streams.video[0])
+    finally:
+        container.close()
+
+
+def probe(path: str | Path, count: bool = False) -> VideoInfo:
+    """Describe a video file. ``count=True`` counts frames when the container has no count (MKV,
+    WebM, TS); otherwise such a count is estimated from duration and frame rate."""
+    path = Path(path)
+    container = _open_input(path)
+    try:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+        time_base = stream.time_base or Fraction(1, 90000)
+        if stream.duration:
+            duration = float(stream.duration * time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+        audio = container.streams.audio[0] if container.streams.audio else None
+        # MP4/MOV sample tables count frames exactly; AVI indexes count empty (dropped-frame) chunks.
+        frames = int(stream.frames or 0)
+        exact = bool(frames) and container.format.name.startswith("mov,mp4")
+        rotation = _rotation_of(container, stream)
+        if not exact:
+            if count:
+                container.seek(0)
+                frames, exact = _count_packets(container, stream), True
+            elif not frames:
+                frames = int(round(duration * fps))
+        if not duration and frames:
+            duration = float(frames / fps)
+        return VideoInfo(
+            path=path,
+            width=ctx.width,
+            height=ctx.height,
+            fps=Fraction(fps),
+            time_base=Fraction(time_base),
+            frame_count=frames,
+            frame_count_exact=exact,
+            duration=duration,
+            start_time=start,
+            rotation=rotation,
+            codec=ctx.name,
+            pix_fmt=ctx.pix_fmt,
+            container_format=container.format.name,
+            has_audio=audio is not None,
+            audio_codec=audio.codec_context.name if audio else None,
+            audio_sample_rate=audio.codec_context.sample_rate if audio else None,
+            audio_channels=audio.codec_context.channels if audio else None,
+            color_space=int(ctx.colorspace),
+            color_range=int(ctx.color_range),
+            color_primaries=int(ctx.color_primaries),
+            color_trc=int(ctx.color_trc),
+        )
+    finally:
+        container.close()
+
+
+def to_display(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a stored frame upright, the way a player shows it (rotation counter-clockwise)."""
+    codes = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+    return cv2.rotate(image, codes[rotation]) if rotation in codes else image
+
+
+def from_display(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Inverse of :func:`to_display`: back to stored orientation before writing."""
+    return to_display(image, (360 - rotation) % 360)
+
+
+# --------------------------------------------------------------------------------------------
+# reader
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR uint8 (H, W, 3), stored orientation
+    index: int  # 0-based among the frames this reader yielded
+    pts: int | None  # in time_base units
+    time: float | None  # seconds
+    time_base: Fraction
+    # Damaged or suspect: the decoder concealed errors in it, or it follows skipped damaged data
+    # and comes before the next keyframe (so it may show smeared or wrong pixels).
+    corrupt: bool = False
+
+
+@dataclass
+class ReadError:
+    kind: str  # 'demux' | 'decode' | 'corrupt-frame' | 'missing-frames' | 'gave-up'
+    message: str
+    time: float | None = None  # seconds, where known
+    frame_index: int | None = None  # index the next yielded frame gets
+
+
+class VideoReader:
+    """Decode a video's frames as BGR numpy arrays, surviving damage.
+
+    Damaged packets are skipped and each problem is appended to ``errors`` instead of raising;
+    frames the decoder had to conceal, and frames after skipped data up to the next keyframe, are
+    still yielded with ``corrupt=True``; a cut-off file yields what is there. Missing files,
+    empty files and non-videos raise :class:`VideoError` when the reader is created.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int = 0, max_consecutive_errors: int = 200) -> None:
+        self.path = Path(path)
+        self.info = probe(self.path)
+        self.errors: list[ReadError] = []
+        self.frames_read = 0
+        self._threads = threads
+        self._max_errors = max_consecutive_errors
+        self._container: av.container.InputContainer | None = None
+        self._tainted_since: float | None = None
+        self._last_time = 0.0
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def _error(self, kind: str, message: str, t: float | None = None) -> None:
+        if kind in ("demux", "decode"):
+            # Everything decoded from here to the next keyframe may lean on the lost data.
+            since = t if t is not None else self._last_time
+            self._tainted_since = since if self._tainted_since is None else min(self._tainted_since, since)
+        err = ReadError(kind, message, t, self.frames_read)
+        self.errors.append(err)
+        where = f" at {t:.3f} s" if t is not None else ""
+        log.warning("%s: %s%s (frame %d): %s", self.path, kind, where, self.frames_read, message)
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.close()
+        self.frames_read = 0
+        self.errors = []
+        self._tainted_since = None
+        self._last_time = 0.0
+        self._container = container = _open_input(self.path)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if self._threads:
+            stream.thread_count = self._threads
+        time_base = Fraction(stream.time_base or self.info.time_base)
+        try:
+            yield from self._decode(container, stream, time_base)
+        finally:
+            self.close()
+        if self.info.frame_count_exact and self.frames_read < self.info.frame_count:
+            self._error(
+                "missing-frames",
+                f"decoded {self.frames_read} of the {self.info.frame_count} frames the container lists; "
+                "the file is damaged or cut off (output has the frames that could be decoded)",
+            )
+
+    def _decode(self, container: av.container.InputContainer, stream: av.VideoStream,
+                time_base: Fraction) -> Iterator[Frame]:
+        demuxer = container.demux(stream)
+        failures = 0  # consecutive
+        while True:
+            try:
+                packet = next(demuxer)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                failures += 1
+                self._error("demux", str(exc))
+                if failures > self._max_errors:
+                    self._error("gave-up", f"{failures} errors in a row; stopped reading")
+                    return
+                demuxer = container.demux(stream)  # carries on from the current file position
+                continue
+            t = float(packet.pts * time_base) if packet.pts is not None else None
+            try:
+                decoded = stream.decode(packet if packet.size else None)
+            except av.error.FFmpegError as exc:
+                failures += 1
+                self._error("decode", f"skipped a damaged packet: {exc}", t)
+                if failures > self._max_errors:
+                    self._error("gave-up", f"{failures} errors in a row; stopped reading")
+                    return
+                continue
+            failures = 0
+            for frame in decoded:
+                yield self._convert(frame, time_base)
+            if not packet.size:
+                return  # that was the flush packet: decoder drained
+        try:  # the demuxer ended without a flush packet: drain the decoder ourselves
+            for frame in stream.decode(None):
+                yield self._convert(frame, time_base)
+        except av.error.FFmpegError as exc:
+            self._error("decode", f"could not drain the decoder: {exc}")
+
+    def _convert(self, frame: av.VideoFrame, time_base: Fraction) -> Frame:
+        t = float(frame.pts * time_base) if frame.pts is not None else None
+        if frame.is_corrupt:
+            self._error("corrupt-frame", "decoder concealed damaged data in this frame", t)
+        tainted = self._tainted_since is not None and (t is None or t >= self._tainted_since)
+        if tainted and frame.key_frame:
+            self._tainted_since, tainted = None, False  # a keyframe decodes on its own: clean again
+        corrupt = bool(frame.is_corrupt or tainted)
+        if t is not None:
+            self._last_time = t
+        # The frame's own colour matrix (BT.601/709/...) and range (limited/full) drive the conversion.
+        image = frame.to_ndarray(format="bgr24", src_color_range=int(frame.color_range) or None)
+        out = Frame(image, self.frames_read, frame.pts, t, time_base, corrupt)
+        self.frames_read += 1
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+
+
+def _audio_copy_check(format_name: str, audio: av.AudioStream) -> str | None:
+    """None when ``audio`` can be stream-copied into ``format_name``, else the reason why not."""
+    probe_out = av.open(io.BytesIO(), mode="w", format=format_name)
+    try:
+        probe_out.add_stream_from_template(audio)
+        probe_out.start_encoding()
+        return None
+    except (av.error.FFmpegError, ValueError) as exc:
+        return str(exc)
+    finally:
+        try:
+            probe_out.close()
+        except (av.error.FFmpegError, ValueError):
+            pass
+
+
+class _AudioSource:
+    """Feeds the audio of ``path`` into an output container: stream copy when the container takes
+    the codec, else decode + re-encode (AAC, or the container's default audio codec)."""
+
+    def __init__(self, path: Path, input_: av.container.InputContainer,
+                 output: av.container.OutputContainer, out_path: Path) -> None:
+        self.path = path
+        self.input = input_
+        self.in_stream = self.input.streams.audio[0]
+        self.output = output
+        self.time_base = Fraction(self.in_stream.time_base)
+        self.done = False
+        self.packets = 0
+        self._errors = 0
+        self._pending: av.Packet | None = None
+        reason = _audio_copy_check(output.format.name, self.in_stream)
+        if reason is None:
+            self.mode = "copy"
+            self.out_stream = output.add_stream_from_template(self.in_stream)
+            self.resampler = None
+        else:
+            codec = "aac" if "aac" in output.supported_codecs else output.default_audio_codec
+            ctx = self.in_stream.codec_context
+            rate = 48000 if codec in {"libopus", "opus"} else ctx.sample_rate
+            log.info("%s: audio %s cannot be copied into %s (%s); re-encoding it to %s",
+                     out_path, ctx.name, out_path.suffix or output.format.name, reason, codec)
+            self.mode = f"re-encode:{codec}"
+            self.out_stream = output.add_stream(codec, rate=rate)
+            self.out_stream.layout = ctx.layout.name if ctx.layout else "stereo"
+            self.resampler = av.AudioResampler(
+                format=self.out_stream.format.name, layout=self.out_stream.layout.name, rate=rate
+            )
+        self._demuxer = self.input.demux(self.in_stream)
+
+    def _next_packet(self) -> av.Packet | None:
+        while True:
+            try:
+                packet = next(self._demuxer)
+            except StopIteration:
+                return None
+            except av.error.FFmpegError as exc:
+                self._errors += 1
+                log.warning("%s: skipped damaged audio data: %s", self.path, exc)
+                if self._errors > 200:
+                    return None
+                self._demuxer = self.input.demux(self.in_stream)
+                continue
+            if packet.size and packet.dts is not None:
+                return packet
+            if not packet.size:
+                return None
+
+    def pump(self, until: float | None) -> None:
+        """Move audio up to ``until`` seconds (None: all of it) into the output."""
+        while not self.done:
+            packet = self._pending or self._next_packet()
+            self._pending = None
+            if packet is None:
+                self.finish()
+                return
+            t = float(packet.dts * self.time_base)
+            if until is not None and t > until:
+                self._pending = packet
+                return
+            self._write(packet)
+
+    def _write(self, packet: av.Packet) -> None:
+        try:
+            if self.resampler is None:
+                packet.stream = self.out_stream
+                self.output.mux(packet)
+                self.packets += 1
+                return
+            for frame in self.in_stream.decode(packet):
+                self._encode(frame)
+        except av.error.FFmpegError as exc:
+            log.warning("%s: dropped an audio packet (%s)", self.path, exc)
+
+    def _encode(self, frame: av.AudioFrame | None) -> None:
+        assert self.resampler is not None
+        frame_list = self.resampler.resample(frame)
+        for resampled in frame_list:
+            for out_packet in self.out_stream.encode(resampled):
+                self.output.mux(out_packet)
+                self.packets += 1
+        if frame is None:
+            for out_packet in self.out_stream.encode(None):
+                self.output.mux(out_packet)
+                self.packets += 1
+
+    def finish(self) -> None:
+        """Drain the decoder/encoder of a re-encode (a no-op for a copy); call once at the end."""
+        if self.done:
+            return
+        self.done = True
+        if self.resampler is not None:
+            try:
+                for frame in self.in_stream.decode(None):
+                    self._encode(frame)
+            except av.error.FFmpegError as exc:
+                log.warning("%s: audio decoder flush failed: %s", self.path, exc)
+            self._encode(None)
+
+    def close(self) -> None:
+        self.input.close()
+
+
+def _open_audio(path: Path, output: av.container.OutputContainer, out_path: Path) -> _AudioSource | None:
+    """The audio of ``path`` for ``output``, or None (logged) when ``path`` has no audio."""
+    _check_input_file(path)
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"audio source {path} cannot be read ({exc}); pass audio_from=None to write no audio") from exc
+    if not container.streams.audio:
+        container.close()
+        log.info("%s has no audio; %s will have none", path, out_path)
+        return None
+    try:
+        return _AudioSource(path, container, output, out_path)
+    except BaseException:
+        container.close()
+        raise
+
+
+class VideoWriter:
+    """Encode BGR frames to ``path`` (H.264 by default) with the input's size, rate, time base and
+    rotation, copying the audio of ``audio_from``.
+
+    Output goes to a hidden temporary file in the same folder; ``close(ok=True)`` renames it to
+    ``path``. ``close(ok=False)`` (Ctrl-C, a damaged input the caller gave up on) keeps what was
+    written, playable, as ``<stem>.partial<suffix>`` next to it and logs where; with nothing written
+    or ``keep_partial=False`` it removes the temporary file. As a context manager: a clean exit
+    closes with ok=True, KeyboardInterrupt with ok=False, any other exception discards the output.
+    The final ``path`` never holds a half-written file.
+
+    Odd sizes cannot be 4:2:0: frames are padded by one replicated row/column (logged); pass
+    ``pix_fmt='yuv444p'`` to keep the exact size at the cost of player support.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        info: VideoInfo,
+        crf: int = 18,
+        codec: str = "libx264",
+        audio_from: str | Path | None = None,
+        *,
+        pix_fmt: str = "yuv420p",
+        preset: str | None = None,
+        options: dict[str, str] | None = None,
+        faststart: bool = True,
+        keep_partial: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.partial_path = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        self.keep_partial = keep_partial
+        self.frames_written = 0
+        self.result: Path | None = None
+        self._closed = False
+        self._last_pts: int | None = None
+        self._last_time = 0.0
+        self._audio: _AudioSource | None = None
+
+        if not self.path.parent.is_dir():
+            raise VideoError(f"cannot write {self.path}: folder {self.path.parent} does not exist; create it first")
+        if audio_from is not None and Path(audio_from).resolve() == self.path.resolve():
+            raise VideoError(f"output {self.path} would replace its input; choose another output name")
+        self._tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.tmp{self.path.suffix}")
+
+        subsampled = pix_fmt.startswith(("yuv420", "yuvj420", "nv12", "yuv422", "yuvj422"))
+        self._pad = (info.width % 2, info.height % 2) if subsampled else (0, 0)
+        if any(self._pad):
+            log.info("%s: %dx%d is odd; padding to %dx%d for %s (pass pix_fmt='yuv444p' to keep the size)",
+                     self.path, info.width, info.height, info.width + self._pad[0],
+                     info.height + self._pad[1], pix_fmt)
+        self._time_base = Fraction(info.time_base)
+        self._default_step = 1 / (info.fps * self._time_base)  # pts units per frame
+
+        faststart = faststart and self.path.suffix.lower() in _FASTSTART_SUFFIXES
+        try:
+            self._container = av.open(str(self._tmp), mode="w", options={"movflags": "+faststart"} if faststart else {})
+        except ValueError as exc:
+            raise VideoError(
+                f"cannot write {self.path}: FFmpeg has no muxer for '{self.path.suffix}'; use .mp4, .mov or .mkv"
+            ) from exc
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"cannot create {self._tmp} ({exc}); check that {self.path.parent} is writable") from exc
+        try:
+            self._setup(info, crf, codec, pix_fmt, preset, options or {}, audio_from)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _setup(self, info: VideoInfo, crf: int, codec: str, pix_fmt: str, preset: str | None,
+               options: dict[str, str], audio_from: str | Path | None) -> None:
+        container = self._container
+        try:
+            stream = container.add_stream(codec, rate=info.fps)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoError(f"cannot write {self.path} with encoder {codec!r} ({exc}); use codec='libx264'") from exc
+        stream.width = info.width + self._pad[0]
+        stream.height = info.height + self._pad[1]
+        stream.pix_fmt = pix_fmt
+        stream.time_base = self._time_base
+        stream.codec_context.time_base = self._time_base
+        opts = {}
+        if codec in _CRF_CODECS:
+            opts["crf"] = str(crf)
+        if preset:
+            opts["preset"] = preset
+        opts.update(options)
+        stream.options = opts
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        # Same colour tags as the input, so players show the same colours.
+        ctx = stream.codec_context
+        ctx.colorspace, ctx.color_range = info.color_space, info.color_range
+        ctx.color_primaries, ctx.color_trc = info.color_primaries, info.color_trc
+        self._pix_fmt = pix_fmt
+        self._stream = stream
+        if audio_from is not None:
+            self._audio = _open_audio(Path(audio_from), container, self.path)
+
+    @property
+    def audio_mode(self) -> str | None:
+        """'copy', 're-encode:<codec>' or None (no audio)."""
+        return self._audio.mode if self._audio else None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode one BGR uint8 frame; ``pts`` in the input's time base (from :class:`Frame`),
+        default: the next frame at the nominal rate."""
+        if self._closed:
+            raise VideoError(f"{self.path}: write() after close()")
+        if image.shape != (self.info.height, self.info.width, 3) or image.dtype != np.uint8:
+            hint = ""
+            if image.shape[:2] == (self.info.width, self.info.height):
+                hint = "; it looks turned upright: pass it through from_display() before writing"
+            raise ValueError(
+                f"{self.path}: frame is {image.shape} {image.dtype}, the writer expects "
+                f"({self.info.height}, {self.info.width}, 3) uint8 BGR like its input{hint}"
+            )
+        if pts is None:
+            pts = 0 if self._last_pts is None else self._last_pts + max(1, round(self._default_step))
+            if self.frames_written == 0 and self.info.start_time:
+                pts = round(self.info.start_time / self._time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            log.debug("%s: pts %d not after %d; moved forward", self.path, pts, self._last_pts)
+            pts = self._last_pts + 1
+        if any(self._pad):
+            image = cv2.copyMakeBorder(image, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(
+            format=self._pix_fmt,
+            dst_colorspace=self.info.color_space if self.info.color_space != 2 else None,
+            dst_color_range=self.info.color_range or None,
+        )
+        frame.pts = pts
+        frame.time_base = self._time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self._last_pts = pts
+        self._last_time = float(pts * self._time_base)
+        self.frames_written += 1
+        if self._audio is not None:
+            # Audio just past this frame: interleaved as it goes, and no further than the video
+            # if the run stops here.
+            self._audio.pump(self._last_time + float(1 / self.info.fps))
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _finalize(self, audio_until: float | None) -> None:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.pump(audio_until)
+            self._audio.finish()
+        self._container.close()
+        if self._audio is not None:
+            self._audio.close()
+
+    def close(self, ok: bool = True) -> Path | None:
+        """Finish the file. ok: rename to ``path``. not ok: keep what was written as
+        ``partial_path`` (or delete it, see class doc). Returns the file written, or None."""
+        if self._closed:
+            return self.result
+        if not ok and (self.frames_written == 0 or not self.keep_partial):
+            self.abort()
+            return None
+        target = self.path if ok else self.partial_path
+        # Partial output: audio only as far as the video goes (plus one frame).
+        audio_until = None if ok else self._last_time + float(1 / self.info.fps)
+        try:
+            self._finalize(audio_until)
+            os.replace(self._tmp, target)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, av.error.FFmpegError):
+                raise VideoError(f"could not finish {self.path} ({exc}); nothing was written there") from exc
+            raise
+        self._closed = True
+        self.result = target
+        if ok:
+            log.info("%s: wrote %d frames (audio: %s)", target, self.frames_written, self.audio_mode or "none")
+        else:
+            log.warning("stopped early: kept the %d frames processed so far (%.2f s) in %s; "
+                        "%s was not written", self.frames_written, self._last_time, target, self.path)
+        return target
+
+    def abort(self) -> None:
+        """Discard everything: close without finishing and delete the temporary file."""
+        self._closed = True
+        for closer in (self._container.close, self._audio.close if self._audio else None):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception as exc:  # already failing; the file is deleted below
+                log.debug("%s: error while discarding output: %s", self.path, exc)
+        try:
+            self._tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not delete temporary file %s (%s); delete it by hand", self._tmp, exc)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close(ok=True)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close(ok=False)
+        else:
+            self.abort()
+
+
+# --------------------------------------------------------------------------------------------
+# progress
+
+
+class Progress:
+    """tqdm bar over frames, with frames/s (tqdm's rate) and faces/s (from ``update(faces=n)``).
+    ``quiet`` disables it."""
+
+    def __init__(self, total: int | None = None, quiet: bool = False, desc: str = "anonymizing",
+                 min_postfix_interval: float = 0.5) -> None:
+        self.frames = 0
+        self.faces = 0
+        self._start = time.perf_counter()
+        self._last_postfix = 0.0
+        self._interval = min_postfix_interval
+        self._lock = threading.Lock()
+        self._bar = tqdm(total=total or None, disable=quiet, desc=desc, unit="frame", dynamic_ncols=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    def update(self, frames: int = 1, faces: int = 0) -> None:
+        with self._lock:
+            self.frames += frames
+            self.faces += faces
+            if frames:
+                self._bar.update(frames)
+            now = time.perf_counter()
+            if now - self._last_postfix >= self._interval:
+                self._last_postfix = now
+                self._bar.set_postfix_str(f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s", refresh=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._bar.set_postfix_str(f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s", refresh=False)
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# threaded pipeline
+
+
+class FrameSink(Protocol):
+    def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
+
+
+@dataclass
+class PipelineStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    seconds: float = 0.0
+    max_in_flight: int = 0  # most frames decoded but not yet encoded at once
+    read_errors: list[ReadError] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds else 0.0
+
+
+_END = object()
+
+
+class _Stop(Exception):
+    """Another stage failed; this one stops quietly."""
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> object:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=0.05)
+        except queue.Empty:
+            continue
+
+
+def run_threaded(
+    reader: Iterable[Frame],
+    process_fn: Callable[[Frame], np.ndarray],
+    writer: FrameSink | None,
+    queue_size: int = 8,
+    progress: Progress | None = None,
+) -> PipelineStats:
+    """Decode (thread), ``process_fn`` (the calling thread, so Ctrl-C lands there), encode
+    (thread), joined by bounded queues: at most about ``2 * queue_size + 3`` frames exist at once,
+    so memory stays flat on long videos. Frame order is kept.
+
+    The first exception from any stage (KeyboardInterrupt included) stops decoding and is re-raised
+    here. Frames already processed are still written first, so an interrupted run's partial output
+    holds everything processed (a second Ctrl-C while draining stops at once). What happens to the
+    output file is the writer's decision (see :meth:`VideoWriter.close`).
+    """
+    if queue_size < 1:
+        raise ValueError("queue_size must be at least 1")
+    to_process: queue.Queue = queue.Queue(maxsize=queue_size)
+    to_encode: queue.Queue = queue.Queue(maxsize=queue_size)
+    upstream_stop = threading.Event()  # decoding and processing stop
+    encode_stop = threading.Event()  # the encoder stops without draining
+    failures: list[BaseException] = []
+    stats = PipelineStats()
+    lock = threading.Lock()
+    in_flight = 0
+    start = time.perf_counter()
+
+    def fail(exc: BaseException) -> None:
+        with lock:
+            failures.append(exc)
+        upstream_stop.set()
+
+    def decode() -> None:
+        nonlocal in_flight
+        iterator = iter(reader)
+        try:
+            for frame in iterator:
+                with lock:
+                    stats.frames_in += 1
+                    in_flight += 1
+                    stats.max_in_flight = max(stats.max_in_flight, in_flight)
+                _put(to_process, frame, upstream_stop)
+            _put(to_process, _END, upstream_stop)
+        except _Stop:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            fail(exc)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("closing the frame source failed: %s", exc)
+
+    def encode() -> None:
+        nonlocal in_flight
+        try:
+            while True:
+                item = _get(to_encode, encode_stop)
+                if item is _END:
+                    return
+                frame, image = item  # type: ignore[misc]
+                if writer is not None:
+                    writer.write(image, pts=frame.pts)
+                with lock:
+                    stats.frames_out += 1
+                    in_flight -= 1
+        except _Stop:
+            pass
+        except BaseException as exc:  # noqa: BLE001
+            fail(exc)
+            encode_stop.set()
+
+    decoder = threading.Thread(target=decode, name="video-decode", daemon=True)
+    encoder = threading.Thread(target=encode, name="video-encode", daemon=True)
+    decoder.start()
+    encoder.start()
+    try:
+        try:
+            while True:
+                item = _get(to_process, upstream_stop)
+                if item is _END:
+                    break
+                frame: Frame = item  # type: ignore[assignment]
+                image = process_fn(frame)
+                if image is None:
+                    raise ValueError("process_fn returned None; it must return the frame to write (BGR uint8)")
+                _put(to_encode, (frame, image), encode_stop)
+                if progress is not None:
+                    progress.update(frames=1)
+        except _Stop:
+            pass
+        except BaseException as exc:
+            fail(exc)
+        # Let the encoder write what was processed, then end it.
+        try:
+            _put(to_encode, _END, encode_stop)
+        except _Stop:
+            pass
+        while encoder.is_alive():
+            encoder.join(timeout=0.1)
+    except BaseException as exc:  # e.g. a second Ctrl-C while draining
+        fail(exc)
+        encode_stop.set()
+    finally:
+        upstream_stop.set()
+        for thread in (decoder, encoder):
+            while thread.is_alive():
+                thread.join(timeout=0.1)
+    stats.seconds = time.perf_counter() - start
+    stats.read_errors = list(getattr(reader, "errors", []))
+    if failures:
+        raise failures[0]
+    return stats
