@@ -4,8 +4,9 @@ Parameter and buffer names follow rosinality's stylegan2-pytorch (``weight``,
 ``bias``, ``kernel``) so real checkpoints load strictly; the forward math is
 written with plain ONNX-exportable ops only:
 
-- equalized learning rate: the runtime weight scale is applied in ``forward``
-  (ONNX constant folding bakes it into the exported initializer);
+- equalized learning rate: the runtime weight scale is applied in ``forward``;
+  ONNX constant folding bakes it into linear weights, and tensors derived from
+  conv weights are cached (:func:`derived`) so they export as initializers;
 - fused leaky ReLU: ``leaky_relu(x + b, 0.2) * sqrt(2)`` with ordinary ops;
 - FIR filters (rosinality's ``upfirdn2d``): depthwise ``Conv`` / ``ConvTranspose``
   (stride 2) plus ``Pad`` / ``Slice``. No custom ops.
@@ -125,8 +126,10 @@ def derived(module: nn.Module, name: str, sources: Sequence[torch.Tensor],
     ``precompute()`` before tracing. While gradients flow into a source, nothing
     is cached.
     """
-    if (torch.is_grad_enabled() and any(t.requires_grad for t in sources)) or any(t.is_inference() for t in sources):
-        return fn()  # autograd needs the graph; inference tensors have no version counter
+    if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+        return fn()  # autograd needs the graph
+    if any(t.is_inference() for t in sources):
+        return fn()  # inference tensors have no version counter to watch
     cache: dict = module.__dict__.setdefault("_derived_cache", {})
     key = [(t, t.data_ptr(), t.dtype, t.device, t._version) for t in sources]
     hit = cache.get(name)
@@ -151,9 +154,10 @@ def derived_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def register_derived(wrapper: nn.Module, model: nn.Module) -> None:
-    """Register ``model``'s cached derived tensors as non-persistent buffers of ``wrapper``.
+    """Register ``model``'s cached derived tensors as buffers of ``wrapper``.
 
-    An ONNX trace of ``wrapper`` then stores them as named initializers (as
+    The tracer binds a module's state-dict tensors (persistent buffers) by identity,
+    so an ONNX trace of ``wrapper`` stores them as named initializers (as
     quantization tools expect for conv weights) rather than anonymous Constant nodes.
     """
     for name, value in derived_tensors(model).items():

@@ -401,7 +401,8 @@ def load_stylegan2(path: str | Path, *, size: int | None = None,
         log.warning("%s has no latent_avg; using the mean of mapping(z) over %d seeded samples (seed %d)",
                     source, LATENT_AVG_SAMPLES, LATENT_AVG_SEED)
         latent_avg = gen.mean_latent()
-        info["latent_avg_source"] = f"computed: mean of mapping(z), {LATENT_AVG_SAMPLES} samples, seed {LATENT_AVG_SEED}"
+        info["latent_avg_source"] = (f"computed: mean of mapping(z), {LATENT_AVG_SAMPLES} samples, "
+                                     f"seed {LATENT_AVG_SEED}")
     else:
         if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != gen.style_dim:
             shape = tuple(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__

@@ -26,6 +26,7 @@ from .detect import DEFAULT_DETECTOR, make_detector
 from .methods import METHODS, MethodConfig, StyleIDMethods, best_method, images_to_crops
 from .models import PackModels, StageTimer
 from .pack import ModelPack, find_pack
+from .recognize import SAME_PERSON_COSINE, cosine
 from .report import RunReport
 from .track import Tracker, TrackerConfig
 
@@ -47,6 +48,10 @@ class AnonymizerConfig:
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     batch_size: int = 16
     donors: str | None = None  # donor bank file for --method donor (default: the pack's donors.npz)
+    # Privacy check after generation: a face that a real recognizer (SFace) still matches to its
+    # original at this cosine or above is pixelated instead (counted as "identity_still_matches").
+    verify: bool = True
+    verify_threshold: float = SAME_PERSON_COSINE
 
 
 @dataclass
@@ -115,6 +120,11 @@ class Anonymizer:
                                       threshold=config.detector_threshold)
         self.report.detector = str(config.detector)
         self.tracker = Tracker(TrackerConfig(hold_frames=config.hold_frames, seed=config.seed))
+        self.verifier = None
+        if config.verify and method in ("latent", "pixel", "swapper", "donor"):
+            from .recognize import SFace
+
+            self.verifier = SFace(providers=list(config.providers))
         self._frame_index = 0
         self._seen_tracks: set[int] = set()
         if config.target and self.engine is not None:
@@ -218,6 +228,26 @@ class Anonymizer:
                 except Exception as exc:  # noqa: BLE001
                     rec.method, rec.fallback = "pixelate", f"paste_error: {exc}"
             self.timer.add("paste_back", t)
+            if self.verifier is not None:
+                self._verify(frame, out, [b for b in batch if b[1].fallback is None])
+
+    def _verify(self, frame: np.ndarray, out: np.ndarray, batch: list) -> None:
+        """Pixelate any face that the recognizer still matches to the person in the input."""
+        if not batch:
+            return
+        t = time.perf_counter()
+        try:
+            before = np.stack([align.arcface_crop(frame, np.asarray(b[0].landmarks, np.float32))[0] for b in batch])
+            after = np.stack([align.arcface_crop(out, np.asarray(b[0].landmarks, np.float32))[0] for b in batch])
+            emb = self.verifier.embed(np.concatenate([before, after]))
+            sims = np.atleast_1d(cosine(emb[: len(batch)], emb[len(batch):]))
+        except Exception as exc:  # noqa: BLE001 - cannot verify: fail closed
+            log.error("identity check failed, pixelating %d face(s): %s", len(batch), exc)
+            sims = np.full(len(batch), np.inf)
+        for (tr, rec, *_), sim in zip(batch, sims):
+            if sim >= self.config.verify_threshold:
+                rec.method, rec.fallback = "pixelate", "identity_still_matches"
+        self.timer.add("verify", t)
 
     def _generate(self, batch: list) -> list[tuple[np.ndarray, np.ndarray | None]]:
         crops = np.stack([b[2] for b in batch])

@@ -553,9 +553,9 @@ class RobustOptions:
     """
 
     working_size: int = 960
-    tile_size: int | None = 960
+    tile_size: int | None = 1280
     tile_overlap: int = 128
-    tile_below_scale: float = 0.75
+    tile_below_scale: float = 1.0
     rotations: tuple[float, ...] = (-30.0, 30.0)
     nms_iou: float = 0.4
 
