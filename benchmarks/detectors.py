@@ -1,6 +1,6 @@
 """Recall and speed of the wheel-shipped face detectors on real photographs.
 
-Run:  python benchmarks/detectors.py [--detectors yunet,centerface,retinaface] [--reps 5] [--quick]
+Run:  python benchmarks/detectors.py [--detectors yunet,centerface,retinaface,yunet+retinaface] [--reps 5]
 
 Data: the real photos in ``tests/data/photos`` and augmented versions of them --
   small   faces scaled to 12/14/16/20/24/32 px wide, pasted at random places in 1920x1080 and
@@ -326,18 +326,19 @@ CONFIGS = {
 #: ``--grid``: variants of the product configuration, to choose its defaults.
 GRID = {
     "w640+tiles": RobustOptions(working_size=640, rotations=()),
-    "w640+tiles+rot30": RobustOptions(working_size=640),
+    "w640+tiles+rot30@640": RobustOptions(working_size=640),
+    "w640+tiles+rot30@960": RobustOptions(working_size=640, rotation_size=960),
     "w960+tiles": RobustOptions(working_size=960, rotations=()),
-    "w960+tiles+rot30": RobustOptions(working_size=960),
-    "w960+tiles+rot20": RobustOptions(working_size=960, rotations=(-20.0, 20.0)),
-    "w960+tiles960+rot30": RobustOptions(working_size=960, tile_size=960),
-    "w960+tiles640+rot30": RobustOptions(working_size=960, tile_size=640),
+    "w960+tiles+rot30@960": RobustOptions(working_size=960),
+    "w960+tiles+rot20@960": RobustOptions(working_size=960, rotations=(-20.0, 20.0)),
+    "w960+tiles640+rot30@960": RobustOptions(working_size=960, tile_size=640),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detectors", default=",".join(DETECTOR_NAMES))
+    ap.add_argument("--detectors", default=",".join(DETECTOR_NAMES + ("yunet+retinaface",)),
+                    help="comma-separated; 'a+b' runs b on the working-size pass next to a")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per frame size")
     ap.add_argument("--threshold", type=float, default=None, help="score threshold for all detectors")
@@ -378,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     header = f"| detector | config | {' | '.join(families)} | all | FP/frame | passes 720p/1080p | ms 1280x720 | ms 1920x1080 |"
     rows = [header, "|" + "---|" * (header.count("|") - 1)]
     for n in names:
-        single = singles_all[n] if args.threshold is None else make_single(n, threshold=args.threshold)
-        dets = {c: RobustDetector(single, table[c]) for c in configs}
+        models = [singles_all[p] if args.threshold is None else make_single(p, threshold=args.threshold) for p in n.split("+")]
+        dets = {c: RobustDetector(models[0], table[c], helpers=models[1:]) for c in configs}
         recall = {}
         for c, det in dets.items():
             recall[c] = evaluate(det, frames, negatives)

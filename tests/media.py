@@ -4,7 +4,8 @@ Other tests import these; nothing here depends on the runtime under test (PyAV a
 so a bug in ``styleid_edge.runtime.video`` cannot hide itself by also making the test input.
 
 - :func:`make_video` encodes frames (a list or a generator of BGR uint8 arrays) with an optional
-  sine-tone audio track and an optional display-matrix rotation.
+  sine-tone audio track, an optional display-matrix rotation and optional colour tags (BT.601/709,
+  limited or full range); :func:`bgr_to_ycbcr` is its plain-numpy colour conversion.
 - :func:`moving_faces_clip` composes a clip of real faces moving and zooming across a background
   and returns the ground-truth face box of every face in every frame.
 - :func:`corrupt_middle` and :func:`truncate` damage a file the way disks and uploads do.
@@ -58,6 +59,66 @@ def load_photo(name: str) -> np.ndarray:
     if image is None:
         raise FileNotFoundError(f"test photo {path} is missing or unreadable")
     return image
+
+
+# --------------------------------------------------------------------------------------------
+# colour
+
+# AVColorSpace -> (Kr, Kb); unspecified (2) is BT.601, as FFmpeg assumes.
+KR_KB: dict[int, tuple[float, float]] = {1: (0.2126, 0.0722), 2: (0.299, 0.114), 5: (0.299, 0.114),
+                                         6: (0.299, 0.114), 9: (0.2627, 0.0593)}
+
+
+def bgr_to_ycbcr(image: np.ndarray, color_space: int = 2, full_range: bool = False) -> np.ndarray:
+    """BGR uint8 -> float64 (H, W, 3) Y, Cb, Cr code values, straight from the definitions
+    (Y = Kr R + Kg G + Kb B, Cb = (B - Y) / (2 (1 - Kb)), Cr = (R - Y) / (2 (1 - Kr)); limited range
+    16 + 219 Y, 128 + 224 C, full range 255 Y, 128 + 255 C), not rounded."""
+    kr, kb = KR_KB[color_space]
+    b, g, r = (image[..., i].astype(np.float64) / 255.0 for i in range(3))
+    y = kr * r + (1.0 - kr - kb) * g + kb * b
+    cb, cr = (b - y) / (2.0 * (1.0 - kb)), (r - y) / (2.0 * (1.0 - kr))
+    if full_range:
+        return np.stack([255.0 * y, 128.0 + 255.0 * cb, 128.0 + 255.0 * cr], axis=-1)
+    return np.stack([16.0 + 219.0 * y, 128.0 + 224.0 * cb, 128.0 + 224.0 * cr], axis=-1)
+
+
+def ycbcr_to_bgr(ycbcr: np.ndarray, color_space: int = 2, full_range: bool = False) -> np.ndarray:
+    """Inverse of :func:`bgr_to_ycbcr`: float (H, W, 3) code values -> float BGR 0..255, not
+    rounded or clipped."""
+    kr, kb = KR_KB[color_space]
+    ycbcr = ycbcr.astype(np.float64)
+    if full_range:
+        y, cb, cr = ycbcr[..., 0] / 255.0, (ycbcr[..., 1] - 128.0) / 255.0, (ycbcr[..., 2] - 128.0) / 255.0
+    else:
+        y = (ycbcr[..., 0] - 16.0) / 219.0
+        cb, cr = (ycbcr[..., 1] - 128.0) / 224.0, (ycbcr[..., 2] - 128.0) / 224.0
+    r = y + 2.0 * (1.0 - kr) * cr
+    b = y + 2.0 * (1.0 - kb) * cb
+    g = (y - kr * r - kb * b) / (1.0 - kr - kb)
+    return 255.0 * np.stack([b, g, r], axis=-1)
+
+
+def _exact_frame(image: np.ndarray, pix_fmt: str, color_space: int, full_range: bool) -> av.VideoFrame | None:
+    """``image`` as a yuv420p/yuv444p (or yuvj) frame, converted by :func:`bgr_to_ycbcr` and rounded;
+    None for other formats. (PyAV's default swscale conversion truncates, leaving frames ~2 levels
+    dark; test inputs should hold the colours they claim.) Chroma of 4:2:0 is each 2x2 block's mean."""
+    height, width = image.shape[:2]
+    subsampled = pix_fmt in {"yuv420p", "yuvj420p"}
+    if pix_fmt not in {"yuv420p", "yuvj420p", "yuv444p", "yuvj444p"} or (subsampled and (width % 2 or height % 2)):
+        return None
+    ycbcr = bgr_to_ycbcr(image, color_space, full_range)
+    planes = [ycbcr[..., 0], ycbcr[..., 1], ycbcr[..., 2]]
+    if subsampled:
+        planes[1:] = [c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)) for c in planes[1:]]
+    planes = [np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in planes]
+    if subsampled:
+        frame = av.VideoFrame.from_ndarray(np.concatenate([c.reshape(-1) for c in planes]).reshape(-1, width),
+                                           format=pix_fmt)
+    else:
+        frame = av.VideoFrame.from_ndarray(np.stack(planes), format=pix_fmt)
+    frame.colorspace = color_space
+    frame.color_range = 2 if full_range else 1
+    return frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,6 +180,8 @@ def make_video(
     tone_hz: float = 440.0,
     faststart: bool = True,
     gop: int | None = None,
+    color_space: int | None = None,
+    color_range: int | None = None,
 ) -> Path:
     """Encode BGR uint8 ``frames`` (list or generator) into ``path``; returns the path.
 
@@ -129,6 +192,9 @@ def make_video(
     encoded as yuv444p (4:2:0 needs even sizes) unless ``pix_fmt`` says otherwise.
     ``faststart`` puts the MP4 index first so a truncated file still opens. ``gop`` sets the
     keyframe interval in frames (cameras use about one second; the encoder default is 250).
+    ``color_space`` (AVColorSpace: 1 BT.709, 5/6 BT.601, None untagged) and ``color_range`` (1
+    limited, 2 full, None untagged; ``yuvj*`` formats are full range) tag the stream and drive the
+    conversion; a BT.709 tag also tags BT.709 primaries and transfer, like an HD camera.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -164,6 +230,15 @@ def make_video(
             if video_codec == "libx264":
                 codec_options.update({"keyint": str(gop), "min-keyint": str(gop), "scenecut": "0"})
         stream.options = codec_options
+        full_range = color_range == 2 or pix_fmt.startswith("yuvj")
+        matrix = color_space if color_space in KR_KB else 2
+        ctx = stream.codec_context
+        if color_space is not None:
+            ctx.colorspace = color_space
+            if color_space == 1:
+                ctx.color_primaries, ctx.color_trc = 1, 1
+        if color_range is not None:
+            ctx.color_range = color_range
         if rotation:
             stream.set_display_rotation(rotation)
         tone = None
@@ -177,7 +252,11 @@ def make_video(
         for image in _chain(first, iterator):
             if image.shape[:2] != (height, width):
                 raise ValueError(f"make_video({path}): frame {index} is {image.shape}, first was {first.shape}")
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+            frame = _exact_frame(image, pix_fmt, matrix, full_range)
+            if frame is None:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+            else:
+                frame.colorspace, frame.color_range = ctx.colorspace, ctx.color_range
             frame.pts = index
             frame.time_base = 1 / Fraction(fps)
             for packet in stream.encode(frame):

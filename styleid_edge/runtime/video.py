@@ -10,6 +10,10 @@ Conventions
   turn pixels for a stage that wants upright faces.
 - Timestamps: each :class:`Frame` keeps its input ``pts``; the writer encodes with the input's time
   base and those pts, so frame count, duration and variable frame rate survive.
+- Colour: BGR <-> YCbCr uses the file's matrix (BT.601 when untagged, as FFmpeg assumes) and range
+  (limited, or full for ``yuvj*`` / full-range tags), with rounding, not truncation, both ways, so a
+  write -> read round trip keeps the mean colour (see :func:`bgr_to_yuv_frame`). The writer tags its
+  output with the input's matrix, range, primaries and transfer.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Protocol
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -253,6 +258,108 @@ def from_display(image: np.ndarray, rotation: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# colour conversion
+#
+# FFmpeg's swscale, used as PyAV's defaults do, truncates instead of rounding: BGR -> yuv420p
+# comes out about 0.5 code value low in Y, Cb and Cr, and the yuv420p -> BGR fast path is about
+# 1-1.5 low again, so every encode/decode generation darkened frames by ~2 levels (B 2.7, G 1.7,
+# R 2.0 lower, losslessly too) and the drift added up. With ACCURATE_RND and full-chroma interpolation swscale rounds, and its
+# YCbCr -> BGR is then unbiased for every matrix and range; its BGR -> full-range YCbCr still puts
+# chroma 0.5 low. So frames are converted to YCbCr here (exact matrix, rounding, 2x2-mean chroma
+# at the centre of each block, as swscale places it) and decoded by swscale with those flags.
+
+# AVColorSpace -> (Kr, Kb). Unspecified and anything unlisted decode as BT.601, as FFmpeg does.
+_KR_KB = {
+    1: (0.2126, 0.0722),  # BT.709
+    4: (0.30, 0.11),  # FCC
+    5: (0.299, 0.114),  # BT.470BG (BT.601 625)
+    6: (0.299, 0.114),  # SMPTE 170M (BT.601 525)
+    7: (0.212, 0.087),  # SMPTE 240M
+    9: (0.2627, 0.0593),  # BT.2020 non-constant luminance
+    10: (0.2627, 0.0593),  # BT.2020 constant luminance (approximated like swscale does)
+}
+_BT601 = (0.299, 0.114)
+# 8-bit planar YCbCr formats converted here; others (nv12, 10-bit, RGB ...) go through swscale.
+_PLANAR_YUV8 = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv440p", "yuvj440p", "yuv444p", "yuvj444p"}
+# swscale settings that round (ACCURATE_RND) and interpolate chroma on the full grid (FULL_CHR_*);
+# without FULL_CHR_H_INT its unscaled YCbCr -> RGB fast path truncates however it is asked.
+SWS_EXACT = (Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+             | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP)
+
+_COLORSPACE_MATRICES: dict[tuple[float, float, bool], np.ndarray] = {}
+
+
+def is_full_range(pix_fmt: str | None, color_range: int) -> bool:
+    """True for full-range (JPEG, 0-255) YCbCr: ``yuvj*`` formats or the full-range tag (2)."""
+    return int(color_range) == 2 or (pix_fmt or "").startswith("yuvj")
+
+
+def bgr_to_ycbcr_matrix(color_space: int, full_range: bool) -> np.ndarray:
+    """3x4 float32 matrix (rows Y, Cb, Cr; columns B, G, R, offset) taking BGR 0..255 to YCbCr code
+    values of ``color_space`` (an AVColorSpace; unknown: BT.601) in limited (16-235/240) or full
+    (0-255) range, before rounding."""
+    kr, kb = _KR_KB.get(int(color_space), _BT601)
+    key = (kr, kb, bool(full_range))
+    if key not in _COLORSPACE_MATRICES:
+        kg = 1.0 - kr - kb
+        luma = np.array([kb, kg, kr])  # B, G, R
+        cb = (np.array([1.0, 0.0, 0.0]) - luma) / (2.0 * (1.0 - kb))  # (B - Y) / (2 (1 - Kb))
+        cr = (np.array([0.0, 0.0, 1.0]) - luma) / (2.0 * (1.0 - kr))
+        y_scale, c_scale, y_offset = (255.0, 255.0, 0.0) if full_range else (219.0, 224.0, 16.0)
+        matrix = np.stack([luma * y_scale, cb * c_scale, cr * c_scale]) / 255.0
+        offsets = np.array([[y_offset], [128.0], [128.0]])
+        _COLORSPACE_MATRICES[key] = np.hstack([matrix, offsets]).astype(np.float32)
+    return _COLORSPACE_MATRICES[key]
+
+
+def _store_plane(plane: av.video.plane.VideoPlane, values: np.ndarray) -> None:
+    """Round float ``values`` (plane.height, plane.width) to uint8 into ``plane`` (in place)."""
+    np.rint(values, out=values)
+    np.clip(values, 0.0, 255.0, out=values)
+    view = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
+    view[...] = values
+
+
+def bgr_to_yuv_frame(image: np.ndarray, pix_fmt: str = "yuv420p", color_space: int = 2,
+                     full_range: bool = False) -> av.VideoFrame:
+    """A BGR uint8 image as a ``pix_fmt`` frame, converted with the exact ``color_space`` matrix
+    (AVColorSpace; unspecified: BT.601) and range and rounded to the nearest code value. Chroma is
+    the mean of each subsampled block (sited at the block centre, as swscale reads it back), so the
+    mean colour is kept. Formats other than 8-bit planar YCbCr go through swscale (rounding)."""
+    height, width = image.shape[:2]
+    if pix_fmt not in _PLANAR_YUV8:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        return frame.reformat(format=pix_fmt, dst_colorspace=color_space if color_space != 2 else None,
+                              dst_color_range=2 if full_range else None, interpolation=SWS_EXACT)
+    full_range = full_range or pix_fmt.startswith("yuvj")
+    matrix = bgr_to_ycbcr_matrix(color_space, full_range)
+    frame = av.VideoFrame(width, height, pix_fmt)
+    luma_plane, cb_plane, cr_plane = frame.planes
+    pixels = image.astype(np.float32)
+    _store_plane(luma_plane, cv2.transform(pixels, matrix[:1]).reshape(height, width))
+    chroma_size = (cb_plane.width, cb_plane.height)
+    if chroma_size != (width, height):
+        # The matrix is affine, so the mean BGR of a block gives the block's mean Cb/Cr.
+        pixels = cv2.resize(pixels, chroma_size, interpolation=cv2.INTER_AREA)
+    chroma = cv2.transform(pixels, matrix[1:])
+    _store_plane(cb_plane, np.ascontiguousarray(chroma[..., 0]))
+    _store_plane(cr_plane, np.ascontiguousarray(chroma[..., 1]))
+    frame.colorspace = int(color_space)
+    frame.color_range = 2 if full_range else 1
+    return frame
+
+
+def yuv_frame_to_bgr(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """Decode a frame to BGR uint8 with its own matrix (unspecified: BT.601) and range, rounded
+    (swscale with :data:`SWS_EXACT`; pass a ``reformatter`` to reuse its context across frames)."""
+    reformatter = reformatter or VideoReformatter()
+    full = is_full_range(frame.format.name, int(frame.color_range))
+    bgr = reformatter.reformat(frame, format="bgr24", src_color_range=2 if full else None,
+                               interpolation=SWS_EXACT)
+    return bgr.to_ndarray()
+
+
+# --------------------------------------------------------------------------------------------
 # reader
 
 
@@ -295,6 +402,7 @@ class VideoReader:
         self._container: av.container.InputContainer | None = None
         self._tainted_since: float | None = None
         self._last_time = 0.0
+        self._reformatter = VideoReformatter()  # keeps one swscale context for all frames
 
     def __enter__(self) -> VideoReader:
         return self
@@ -389,7 +497,7 @@ class VideoReader:
         if t is not None:
             self._last_time = t
         # The frame's own colour matrix (BT.601/709/...) and range (limited/full) drive the conversion.
-        image = frame.to_ndarray(format="bgr24", src_color_range=int(frame.color_range) or None)
+        image = yuv_frame_to_bgr(frame, self._reformatter)
         out = Frame(image, self.frames_read, frame.pts, t, time_base, corrupt)
         self.frames_read += 1
         return out
@@ -631,9 +739,14 @@ class VideoWriter:
         stream.options = opts
         if info.rotation:
             stream.set_display_rotation(info.rotation)
-        # Same colour tags as the input, so players show the same colours.
+        # Same colour tags as the input, so players show the same colours; frames are converted
+        # with that matrix and range (a yuvj* input is full range even when untagged).
+        self._full_range = is_full_range(info.pix_fmt, info.color_range) or is_full_range(pix_fmt, 0)
+        # A matrix not converted here (RGB/GBR, YCgCo, ...) would mislabel BT.601 pixels: untagged.
+        self._color_space = info.color_space if info.color_space in _KR_KB else 2
         ctx = stream.codec_context
-        ctx.colorspace, ctx.color_range = info.color_space, info.color_range
+        ctx.colorspace = self._color_space
+        ctx.color_range = 2 if self._full_range else info.color_range
         ctx.color_primaries, ctx.color_trc = info.color_primaries, info.color_trc
         self._pix_fmt = pix_fmt
         self._stream = stream
@@ -669,11 +782,9 @@ class VideoWriter:
             pts = self._last_pts + 1
         if any(self._pad):
             image = cv2.copyMakeBorder(image, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(
-            format=self._pix_fmt,
-            dst_colorspace=self.info.color_space if self.info.color_space != 2 else None,
-            dst_color_range=self.info.color_range or None,
-        )
+        frame = bgr_to_yuv_frame(image, self._pix_fmt, self._color_space, self._full_range)
+        ctx = self._stream.codec_context
+        frame.colorspace, frame.color_range = ctx.colorspace, ctx.color_range
         frame.pts = pts
         frame.time_base = self._time_base
         for packet in self._stream.encode(frame):
