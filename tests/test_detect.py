@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from styleid_edge.runtime import detect as D
+from styleid_edge.runtime.backends import ProviderUnavailableError, create_session
 from styleid_edge.runtime.onnx_fold import (
-    ProviderUnavailableError,
-    create_session,
     dequantize_blockwise,
     prepare_model,
     prepare_model_bytes,

@@ -1,20 +1,25 @@
-"""ONNX Runtime sessions with explicit execution providers.
+"""ONNX Runtime sessions on exactly the requested execution providers.
 
 Never falls back to the CPU silently: a provider that was asked for but is not
-available in the installed onnxruntime is an error that names it, and every
-session logs which provider actually runs it.
+available in the installed onnxruntime, or that ONNX Runtime drops while
+creating a session (missing CUDA/TensorRT libraries), is an error that names it
+and says what to install; every session logs which provider runs it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence, Union
 
 import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
+ProviderSpec = Union[str, tuple[str, dict[str, Any]]]  # a name, or (name, provider options)
+DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -25,59 +30,85 @@ PROVIDER_ALIASES = {
     "directml": "DmlExecutionProvider",
 }
 INSTALL_HINT = {
-    "CUDAExecutionProvider": "pip install 'styleid-edge[gpu]' (onnxruntime-gpu) and a matching CUDA runtime",
-    "TensorrtExecutionProvider": "pip install 'styleid-edge[gpu]' and TensorRT libraries on the library path",
-    "OpenVINOExecutionProvider": "pip install onnxruntime-openvino",
+    "CUDAExecutionProvider": "install onnxruntime-gpu (pip install 'styleid-edge[gpu]') and a matching CUDA runtime",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT libraries on the library path",
+    "OpenVINOExecutionProvider": "install onnxruntime-openvino",
+    "CoreMLExecutionProvider": "use the macOS onnxruntime wheel",
+    "DmlExecutionProvider": "install onnxruntime-directml",
 }
 
 
-class ProviderError(RuntimeError):
-    """A requested execution provider is not available."""
+class ProviderUnavailableError(RuntimeError):
+    """A requested ONNX Runtime execution provider is not available in this installation."""
 
 
-def parse_providers(spec: str | list[str] | None) -> list[str]:
-    """'cuda,cpu' or ['cuda'] -> full ONNX Runtime provider names, in order; default CPU."""
-    if spec is None or spec == "" or spec == []:
-        return ["CPUExecutionProvider"]
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [PROVIDER_ALIASES.get(s.strip().lower(), s.strip()) for s in items if s.strip()]
+ProviderError = ProviderUnavailableError
+
+
+def _canonical(p: ProviderSpec) -> ProviderSpec:
+    if isinstance(p, str):
+        return PROVIDER_ALIASES.get(p.strip().lower(), p.strip())
+    return (PROVIDER_ALIASES.get(p[0].strip().lower(), p[0].strip()), dict(p[1]))
+
+
+def provider_name(p: ProviderSpec) -> str:
+    return p if isinstance(p, str) else p[0]
+
+
+def check_providers(providers: Sequence[ProviderSpec]) -> list[ProviderSpec]:
+    """Full provider names (aliases expanded); raise naming any this onnxruntime cannot offer."""
+    if not providers:
+        raise ValueError("providers must name at least one ONNX Runtime execution provider")
+    providers = [_canonical(p) for p in providers]
     available = ort.get_available_providers()
-    missing = [n for n in names if n not in available]
+    missing = [provider_name(p) for p in providers if provider_name(p) not in available]
     if missing:
-        hints = "; ".join(f"{n}: {INSTALL_HINT.get(n, 'install an onnxruntime build that has it')}" for n in missing)
-        raise ProviderError(f"execution provider(s) {missing} not available in this onnxruntime "
-                            f"(available: {available}). {hints}")
-    return names
+        hints = "; ".join(f"{n}: {INSTALL_HINT.get(n, 'install an onnxruntime build that includes it')}"
+                          for n in missing)
+        raise ProviderUnavailableError(
+            f"ONNX Runtime execution provider(s) {missing} requested but not available "
+            f"(available: {', '.join(available)}). {hints}; or request only available providers.")
+    return list(providers)
+
+
+def parse_providers(spec: str | Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
+    """'cuda,cpu' or ['cuda'] -> checked provider list, in priority order; default CPU."""
+    if spec is None or spec == "" or (not isinstance(spec, str) and len(spec) == 0):
+        return list(DEFAULT_PROVIDERS)
+    items = [s for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    return check_providers(items)
 
 
 @dataclass
 class SessionOptions:
-    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    providers: list[ProviderSpec] = field(default_factory=lambda: list(DEFAULT_PROVIDERS))
     intra_op_threads: int = 0  # 0 = onnxruntime's default (all cores)
-    log_providers: bool = True
 
 
-def create_session(model: str | Path | bytes, options: SessionOptions | None = None,
-                   name: str | None = None) -> ort.InferenceSession:
-    """An InferenceSession on exactly the requested providers (checked after creation too)."""
-    options = options or SessionOptions()
-    providers = parse_providers(options.providers)
+def create_session(model: str | os.PathLike | bytes, providers: Sequence[ProviderSpec] | SessionOptions | None = None,
+                   *, intra_op_threads: int = 0, log_severity: int = 3, name: str | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` on exactly the requested providers (default CPU)."""
+    if isinstance(providers, SessionOptions):
+        intra_op_threads = intra_op_threads or providers.intra_op_threads
+        providers = providers.providers
+    requested = check_providers(list(providers) if providers is not None else list(DEFAULT_PROVIDERS))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if options.intra_op_threads:
-        so.intra_op_num_threads = options.intra_op_threads
-    so.log_severity_level = 3
+    so.log_severity_level = log_severity
+    if intra_op_threads:
+        so.intra_op_num_threads = intra_op_threads
     label = name or (Path(model).name if not isinstance(model, bytes) else "model")
     try:
         sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
-                                    providers=providers)
+                                    providers=requested)
     except Exception as exc:
         raise RuntimeError(f"{label}: ONNX Runtime could not load it ({exc})") from exc
-    used = sess.get_providers()
-    # ORT may drop a GPU provider whose libraries fail to load and keep only CPU: refuse that.
-    if providers[0] not in used:
-        raise ProviderError(f"{label}: asked for {providers[0]} but ONNX Runtime runs it on {used}. "
-                            f"{INSTALL_HINT.get(providers[0], '')}")
-    if options.log_providers:
-        log.info("%s runs on %s", label, used[0])
+    active = sess.get_providers()
+    dropped = [provider_name(p) for p in requested if provider_name(p) not in active]
+    if dropped:
+        raise ProviderUnavailableError(
+            f"{label}: ONNX Runtime could not start execution provider(s) {dropped} (running: {active}). "
+            "Check that the provider's libraries (CUDA/cuDNN/TensorRT) are installed and on the library "
+            "path, or request only the providers that work.")
+    log.info("%s runs on %s", label, active[0])
     return sess

@@ -4,13 +4,18 @@ A missed face is a privacy leak, so the product never runs a detector just once 
 frame. :func:`make_detector` returns a :class:`RobustDetector` that merges (NMS) several passes of
 one network:
 
-1. the whole frame at a *working size* (long side ``working_size``, default 960 px) for faces of
-   every size above ~20 working pixels;
+1. the whole frame at a *working size* (long side ``working_size``, default 640 px) for large
+   faces (and every face above ~12 working pixels);
 2. *tiles* of the full-resolution frame (when the working pass had to shrink it) so that faces of
    ~20 px in a 1920x1080 frame are still found; detections cut by an inner tile edge are dropped
    (the overlap or the working pass sees them whole);
 3. copies of the working-size frame rotated by ``rotations`` degrees (default +-30), mapped back,
    for tilted heads that upright-trained detectors miss.
+
+Defaults measured with ``benchmarks/detectors.py`` on 2 CPU cores (YuNet): the tiles take recall
+on 12-32 px faces from 0.6-0.7 to 0.94; the +-30 degree passes take 45-degree-tilted 24 px faces
+from 0.33 to 1.00 and 30-degree ones from 0.92 to 1.00 for ~+70 ms per 720p frame; a 640 working
+size finds more occluded faces (mask + dark glasses) than 960 and costs less.
 
 The networks themselves are thin classes in the insightface ``model_zoo`` style -- construct with a
 model file and options, call ``detect(frame_bgr)`` for a single pass at the frame's own size:
@@ -45,7 +50,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from .onnx_fold import ProviderSpec, ProviderUnavailableError, create_session, prepare_model, sha256_bytes
+from .backends import ProviderSpec, ProviderUnavailableError, create_session
+from .onnx_fold import prepare_model, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,10 @@ __all__ = [
     "nms",
 ]
 
-#: Chosen by ``benchmarks/detectors.py`` (recall on augmented real photos and speed on 2 CPU cores).
+#: Chosen by ``benchmarks/detectors.py`` (2 CPU cores, default RobustOptions): YuNet finds 0.97 of
+#: 126 faces (small 0.94, tilted 1.00, occluded 0.97) at ~150 / ~230 ms per 720p / 1080p frame;
+#: CenterFace 0.95 (best on occlusion, fewest false positives) but ~3.5x slower; RetinaFace 0.72
+#: (misses faces under ~20 px).
 DEFAULT_DETECTOR = "yunet"
 DETECTOR_NAMES = ("yunet", "centerface", "retinaface")  # single networks; combine as "yunet+retinaface"
 
@@ -365,7 +374,7 @@ class CenterFace(_OrtDetector):
         self,
         model: str | os.PathLike | bytes | None = None,
         providers: Sequence[ProviderSpec] | None = None,
-        threshold: float = 0.5,
+        threshold: float = 0.3,
     ) -> None:
         src = centerface_model_path() if model is None else model
         prepared = prepare_model(src, fold=False, dynamic_inputs={"input.1": ["N", 3, "H", "W"]})
@@ -531,14 +540,15 @@ class RobustOptions:
     - ``working_size``: long side of the whole-frame pass (frames are only shrunk, never enlarged).
     - ``tile_size``: full-resolution tiles of at most this size run when the working pass shrank
       the frame by more than ``tile_below_scale``; ``None`` disables tiles. ``tile_overlap`` must
-      exceed the largest face the working pass can miss (~40 px at 1080p with 960 working).
+      exceed the largest face the working pass can miss (YuNet finds faces from ~12 px, so
+      ~36 px at 1080p with a 640 working size); detections cut by an inner tile edge are dropped.
     - ``rotations``: extra passes on a copy of the frame rotated by these angles (degrees,
       counter-clockwise), shrunk to long side ``rotation_size`` (default: ``working_size``);
       ``()`` disables them.
     - ``nms_iou``: IoU above which detections from different passes are merged.
     """
 
-    working_size: int = 960
+    working_size: int = 640
     tile_size: int | None = 1280
     tile_overlap: int = 128
     tile_below_scale: float = 1.0
@@ -584,8 +594,10 @@ class RobustDetector:
     """Runs one single-pass detector as working-size + tiles + rotated passes and merges them.
 
     ``helpers`` are further single-pass detectors run on the working-size frame only (upright),
-    for what the main model is weak at -- e.g. RetinaFace next to YuNet for faces with both a mask
-    and dark glasses (see ``benchmarks/detectors.py``)."""
+    for what the main model is weak at (``make_detector('yunet+retinaface')``). With the default
+    640 px working size it bought no recall in ``benchmarks/detectors.py`` (YuNet alone already
+    finds mask + dark glasses there); it helps with larger working sizes, where RetinaFace
+    finds the occluded faces YuNet misses."""
 
     def __init__(
         self,
@@ -677,7 +689,9 @@ class RobustDetector:
 # Factory
 # --------------------------------------------------------------------------------------------
 
-_DEFAULT_THRESHOLDS = {"yunet": 0.5, "centerface": 0.5, "retinaface": 0.5, "scrfd": 0.5}
+#: Score thresholds at the knee of recall vs false positives in ``benchmarks/detectors.py``
+#: (YuNet 0.4 -> +0 recall, 2.3x false positives; CenterFace 0.5 -> -4% recall, same FP).
+_DEFAULT_THRESHOLDS = {"yunet": 0.5, "centerface": 0.3, "retinaface": 0.5, "scrfd": 0.5}
 
 
 def make_single(

@@ -29,7 +29,7 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, options: SessionOptions | None = None):
         self.path = Path(path)
-        self.session = create_session(self.path, options, name=self.path.name)
+        self.session = create_session(self.path, options or SessionOptions(), name=self.path.name)
         names = tuple(i.name for i in self.session.get_inputs())
         if self.input_names and names != self.input_names:
             raise RuntimeError(f"{self.path}: inputs {names}, expected {self.input_names}; "

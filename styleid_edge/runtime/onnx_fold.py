@@ -44,15 +44,7 @@ log = logging.getLogger(__name__)
 #: Bump when the preparation code changes what it writes (invalidates cached files).
 FOLD_VERSION = 1
 CACHE_ENV = "STYLEID_EDGE_CACHE"
-DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
-
-ProviderSpec = Union[str, tuple[str, dict[str, Any]]]
 ModelSource = Union[str, os.PathLike, bytes]
-
-
-class ProviderUnavailableError(RuntimeError):
-    """A requested ONNX Runtime execution provider is not available in this installation."""
-
 
 class ModelPrepareError(RuntimeError):
     """An ONNX file could not be prepared for ONNX Runtime."""
@@ -265,6 +257,7 @@ def _recipe_key(source_sha: str, fold: bool, dynamic_inputs: Mapping[str, Sequen
     return f"{source_sha[:32]}-{sha256_bytes(recipe.encode())[:12]}"
 
 
+#: Prepared models that could not be written to the disk cache (or use_cache=False), per process.
 _MEMORY_CACHE: dict[str, bytes] = {}
 
 
@@ -277,8 +270,9 @@ def prepare_model(
 ) -> bytes:
     """Return ONNX bytes ready for ONNX Runtime (folded, input dims freed), cached per source sha256.
 
-    ``source`` is a path or the raw model bytes. The on-disk cache lives in :func:`cache_dir`; set
-    ``use_cache=False`` to keep everything in memory.
+    ``source`` is a path or the raw model bytes. The on-disk cache lives in :func:`cache_dir`;
+    with ``use_cache=False``, or when that directory is not writable, the result is kept in
+    memory for the life of the process instead.
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     key = _recipe_key(sha256_bytes(data), fold, dynamic_inputs)
@@ -289,7 +283,6 @@ def prepare_model(
         cached = path.read_bytes()
         meta = path.with_suffix(".sha256")
         if meta.is_file() and meta.read_text().strip() == sha256_bytes(cached):
-            _MEMORY_CACHE[key] = cached
             log.debug("prepared model from cache %s", path)
             return cached
         log.warning("cached prepared model %s is damaged; rebuilding it", path)
@@ -301,21 +294,24 @@ def prepare_model(
         report.reshape_folded,
         report.dims_freed or "unchanged",
     )
-    _MEMORY_CACHE[key] = out
-    if use_cache:
-        _write_cache(path, out)
+    if not (use_cache and _write_cache(path, out)):
+        _MEMORY_CACHE[key] = out
     return out
 
 
-def _write_cache(path: Path, data: bytes) -> None:
+def _write_cache(path: Path, data: bytes) -> bool:
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
         path.with_suffix(".sha256").write_text(sha256_bytes(data) + "\n")
+        os.replace(tmp, path)
+        return True
     except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
         log.warning(
             "could not write the prepared-model cache in %s (%s); keeping it in memory. "
             "Set %s to a writable directory to avoid re-preparing on every start.",
@@ -323,95 +319,4 @@ def _write_cache(path: Path, data: bytes) -> None:
             exc,
             CACHE_ENV,
         )
-
-
-# --------------------------------------------------------------------------------------------
-# ORT sessions with explicit providers
-# --------------------------------------------------------------------------------------------
-
-
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider",
-}
-
-
-def _canonical(p: ProviderSpec) -> ProviderSpec:
-    """Expand short aliases ('cpu', 'cuda', ...) to ONNX Runtime provider names."""
-    if isinstance(p, str):
-        return PROVIDER_ALIASES.get(p.strip().lower(), p.strip())
-    return (PROVIDER_ALIASES.get(p[0].strip().lower(), p[0].strip()), dict(p[1]))
-
-
-def _provider_name(p: ProviderSpec) -> str:
-    return p if isinstance(p, str) else p[0]
-
-
-_INSTALL_HINT = {
-    "CUDAExecutionProvider": "install onnxruntime-gpu (pip install 'styleid-edge[gpu]') and a matching CUDA runtime",
-    "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT libraries on the library path",
-    "OpenVINOExecutionProvider": "install onnxruntime-openvino",
-    "CoreMLExecutionProvider": "use the macOS onnxruntime wheel",
-    "DmlExecutionProvider": "install onnxruntime-directml",
-}
-
-
-def check_providers(providers: Sequence[ProviderSpec]) -> list[ProviderSpec]:
-    """Raise :class:`ProviderUnavailableError` naming any provider this onnxruntime cannot offer."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    if not providers:
-        raise ValueError("providers must name at least one ONNX Runtime execution provider")
-    providers = [_canonical(p) for p in providers]
-    available = ort.get_available_providers()
-    for p in providers:
-        name = _provider_name(p)
-        if name not in available:
-            hint = _INSTALL_HINT.get(name, "install an onnxruntime build that includes it")
-            raise ProviderUnavailableError(
-                f"ONNX Runtime execution provider {name!r} was requested but is not available "
-                f"(available: {', '.join(available)}). To use it, {hint}; or request one of the "
-                f"available providers explicitly."
-            )
-    return list(providers)
-
-
-def create_session(
-    model: ModelSource,
-    providers: Sequence[ProviderSpec] | None = None,
-    *,
-    intra_op_threads: int = 0,
-    log_severity: int = 3,
-) -> Any:
-    """An ``onnxruntime.InferenceSession`` on exactly the requested providers.
-
-    ``providers`` defaults to ``("CPUExecutionProvider",)``. Entries are provider names or
-    ``(name, options)`` pairs, in priority order (short aliases such as ``'cpu'``, ``'cuda'``,
-    ``'tensorrt'`` are accepted). A provider missing from this onnxruntime build,
-    or dropped by ORT while creating the session (e.g. CUDA libraries not found), raises
-    :class:`ProviderUnavailableError` instead of running on the CPU silently.
-    """
-    import onnxruntime as ort  # noqa: PLC0415
-
-    requested = check_providers(list(providers) if providers is not None else list(DEFAULT_PROVIDERS))
-    so = ort.SessionOptions()
-    so.log_severity_level = log_severity
-    if intra_op_threads:
-        so.intra_op_num_threads = intra_op_threads
-    src = model if isinstance(model, bytes) else str(model)
-    sess = ort.InferenceSession(src, sess_options=so, providers=requested)
-    active = sess.get_providers()
-    dropped = [_provider_name(p) for p in requested if _provider_name(p) not in active]
-    if dropped:
-        raise ProviderUnavailableError(
-            f"ONNX Runtime could not start execution provider(s) {dropped} for this model "
-            f"(running: {active}). Check the provider's libraries (CUDA/cuDNN/TensorRT) are installed "
-            f"and on the library path, or request only the providers that work."
-        )
-    log.debug("ORT session on %s", active)
-    return sess
+        return False

@@ -26,7 +26,8 @@ import numpy as np
 
 from .align import arcface_crop
 from .detect import KNOWN_SHA256, package_file
-from .onnx_fold import ProviderSpec, create_session, prepare_model, sha256_bytes
+from .backends import ProviderSpec, create_session
+from .onnx_fold import prepare_model, sha256_bytes
 
 log = logging.getLogger(__name__)
 
