@@ -195,9 +195,9 @@ def test_donor_method_video_every_face_changed(donor_run):
 
 
 def test_donor_blend_alone_changes_faces_at_exact_landmarks(dcgan_bank, sface, yunet):
-    """The donor blend on its own (no fallback needed), when the landmarks it is given are where the face is:
-    the tracker's landmark smoothing switched off, the same clip, uncompressed frames."""
-    clip = media.moving_faces_clip(n_frames=12, size=(640, 360), photos=("obama.jpg", "biden.jpg"),
+    """The donor blend on its own (hardly any fallback needed), when the landmarks it is given are where the
+    face is: the tracker's landmark smoothing switched off, the same motion, uncompressed frames."""
+    clip = media.moving_faces_clip(n_frames=8, size=(640, 360), photos=("obama.jpg", "biden.jpg"),
                                    background="plain", audio=False, seed=0)
     anon = Anonymizer(AnonymizerConfig(method="donor", donors=str(dcgan_bank[1])), use_default_pack=False)
     anon.tracker = Tracker(TrackerConfig(smoothing="none", fps=25))
@@ -205,7 +205,7 @@ def test_donor_blend_alone_changes_faces_at_exact_landmarks(dcgan_bank, sface, y
     scores = _identity_scores(clip.frames, outs, clip.boxes, yunet, sface)
     report = anon.finish().to_dict()
     assert scores.max() < SAME_PERSON_COSINE, np.round(scores, 3)
-    assert report["faces_by_method"].get("donor", 0) >= 18, report["faces_by_method"]
+    assert report["faces_by_method"].get("donor", 0) >= 12, report["faces_by_method"]
 
 
 def test_donors_build_from_pack_cli(tmp_path, tiny_pack, capsys):
