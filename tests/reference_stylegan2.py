@@ -28,7 +28,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     kh, kw = kernel.shape
     p0, p1 = pad
     # 1. upsample by zero insertion
-    u = torch.zeros(n, c, h * up, w * up, dtype=x.dtype)
+    u = torch.zeros(n, c, h * up, w * up, dtype=x.dtype, device=x.device)
     u[:, :, ::up, ::up] = x
     # 2. pad (positive) or crop (negative) both spatial dims
     u = F.pad(u, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])

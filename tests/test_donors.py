@@ -102,7 +102,8 @@ def test_dcgan_generator_is_deterministic_faces():
     except Exception:  # noqa: BLE001
         return
     ref = Generator(0, 3, dcgan_faces.Z_DIM, 64)
-    ref.load_state_dict(torch.load(dcgan_faces.weights_path(), map_location="cpu", weights_only=True)["netG_state_dict"])
+    checkpoint = torch.load(dcgan_faces.weights_path(), map_location="cpu", weights_only=True)
+    ref.load_state_dict(checkpoint["netG_state_dict"])
     z = torch.randn(2, dcgan_faces.Z_DIM, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(ref.eval()(z[:, :, None, None]), dcgan_faces.load_generator()(z))
@@ -290,7 +291,11 @@ def test_render_uses_the_pose_choice(dcgan_bank, yunet, monkeypatch):
     crop, lm = _face_crop("obama.jpg", yunet)
     calls = []
     original = DonorBank.choose
-    monkeypatch.setattr(DonorBank, "choose", lambda self, l, s: calls.append(original(self, l, s)) or calls[-1])
+    def spy(self, landmarks_in_crop, seed):
+        calls.append(original(self, landmarks_in_crop, seed))
+        return calls[-1]
+
+    monkeypatch.setattr(DonorBank, "choose", spy)
     a, _ = bank.render(crop, lm, 3)
     b, _ = bank.render(crop, lm, 3)
     assert len(calls) == 2 and calls[0] == calls[1] and np.array_equal(a, b)

@@ -93,7 +93,7 @@ class DonorBank:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "DonorBank":
+    def load(cls, path: str | Path) -> DonorBank:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no donor bank here; build one with `styleid-edge donors build`")
