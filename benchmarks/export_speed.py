@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/export_speed.py [--configs tiny,256] [--batches 1,4] [--repeats 3] [--warmup 1]
                                         [--min-time 2] [--json results.json] [--device cpu|cuda]
+                                        [--torch-threads N] [--ort-threads N] [--paths original,torch-ours,ort]
 
 For each config both paths get the SAME random weights (latency does not depend on their values):
 
@@ -143,8 +144,7 @@ def build_models(cfg: BenchConfig, work: Path) -> Models:
 def ort_session(path: Path, providers: list[str], threads: int, opt_level: str,
                 spin: int | None = None) -> ort.InferenceSession:
     if opt_level == "all" and spin is None:  # exactly what the runtime does
-        return create_session(path, SessionOptions(providers=providers, intra_op_threads=threads,
-                                                   log_providers=False))
+        return create_session(path, SessionOptions(providers=providers, intra_op_threads=threads), name=path.name)
     so = ort.SessionOptions()
     so.graph_optimization_level = OPT_LEVELS[opt_level]
     if threads:
@@ -421,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ort-opt", default="all", choices=list(OPT_LEVELS),
                     help="ORT graph optimization level (default all, as the runtime uses)")
     ap.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="with --device cuda: allow TF32 in cuDNN convs and matmuls (default off: strict fp32, "
+                         "so the parity line compares like with like)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--keep-onnx", type=Path, default=None, help="export the ONNX files here and keep them")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -434,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(torch.version.cuda = {torch.version.cuda}); install a CUDA build of torch on a GPU "
               "machine, or run with --device cpu", file=sys.stderr)
         return 2
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     providers = parse_providers(args.providers or "cpu")

@@ -241,10 +241,22 @@ class Anonymizer:
             return
         t = time.perf_counter()
         try:
-            before = np.stack([align.arcface_crop(frame, np.asarray(b[0].landmarks, np.float32))[0] for b in batch])
-            after = np.stack([align.arcface_crop(out, np.asarray(b[0].landmarks, np.float32))[0] for b in batch])
+            # Measure at the landmarks the face was aligned with and, when there was a detection this
+            # frame, at the detector's own: a face pasted slightly off must not pass.
+            points = [np.asarray(b[0].landmarks, np.float32) for b in batch]
+            owner = list(range(len(batch)))
+            for i, b in enumerate(batch):
+                raw = getattr(b[0], "raw_landmarks", None)
+                if raw is not None:
+                    points.append(np.asarray(raw, np.float32))
+                    owner.append(i)
+            before = np.stack([align.arcface_crop(frame, p)[0] for p in points])
+            after = np.stack([align.arcface_crop(out, p)[0] for p in points])
             emb = self.verifier.embed(np.concatenate([before, after]))
-            sims = np.atleast_1d(cosine(emb[: len(batch)], emb[len(batch):]))
+            per_point = np.atleast_1d(cosine(emb[: len(points)], emb[len(points):]))
+            sims = np.full(len(batch), -1.0)
+            for i, sim in zip(owner, per_point):
+                sims[i] = max(sims[i], float(sim))
         except Exception as exc:  # noqa: BLE001 - cannot verify: fail closed
             log.error("identity check failed, pixelating %d face(s): %s", len(batch), exc)
             sims = np.full(len(batch), np.inf)

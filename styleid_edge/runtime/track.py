@@ -190,6 +190,9 @@ class TrackerConfig:
     hold_grow: float = 0.10
     max_speed: float = 0.5
     seed: int = 0
+    # Smoothed landmarks may trail the detector's by at most this many eye distances; beyond that the
+    # filter restarts from the detection (a lagging alignment would paste the new face beside the real one).
+    max_landmark_lag: float = 0.15
 
     def __post_init__(self) -> None:
         if not 0.0 < self.iou_match <= 1.0:
@@ -400,7 +403,13 @@ class Tracker:
             return None
         if st.filter is None:
             return landmarks.copy()
-        return st.filter(landmarks, dt, speed_scale=_box_size(st.box)).reshape(5, 2)
+        smoothed = st.filter(landmarks, dt, speed_scale=_box_size(st.box)).reshape(5, 2)
+        eye_dist = float(np.linalg.norm(landmarks[1] - landmarks[0]))
+        if float(np.abs(smoothed - landmarks).max()) > self.config.max_landmark_lag * max(eye_dist, 1.0):
+            st.filter.reset()
+            st.filter(landmarks, dt, speed_scale=_box_size(st.box))  # restart from the detection
+            return landmarks.copy()
+        return smoothed
 
     def _update_track(self, st: _TrackState, det: _Det, frame_index: int) -> None:
         cfg = self.config
