@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -22,34 +21,7 @@ from styleid_edge.export.mapper import (MapperConfig, MapperModule, level_bounds
                                         random_mapper, save_mapper_checkpoint)
 from styleid_edge.export.onnx_io import export_onnx
 
-REF = Path(__file__).resolve().parent / "data" / "reference"  # copies of ../shared/reference/checkpoints
-
-
-def _json(name: str) -> dict:
-    path = REF / name
-    if not path.is_file():
-        raise FileNotFoundError(f"reference key layout {path} missing from the repository")
-    return json.loads(path.read_text())
-
-
-def state_from_layout(entries: list[dict], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors with the layout's exact names/shapes; fan-in scaled weights, sane BN statistics."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for e in entries:
-        name, shape = e["name"], tuple(e["shape"])
-        if e.get("dtype") == "int64":
-            out[name] = torch.tensor(100, dtype=torch.int64).reshape(shape)
-        elif name.endswith("running_var"):
-            out[name] = torch.rand(shape, generator=g) * 0.5 + 0.75
-        elif name.endswith("running_mean") or (len(shape) == 1 and name.endswith("bias")):
-            out[name] = torch.randn(shape, generator=g) * 0.1
-        elif len(shape) == 1:  # BN / PReLU weights
-            out[name] = torch.rand(shape, generator=g) * 0.5 + 0.5
-        else:
-            out[name] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-    return out
-
+from layouts import reference_layout, state_from_layout
 
 def _faces(n: int, seed: int = 1) -> torch.Tensor:
     return torch.rand(n, 3, 112, 112, generator=torch.Generator().manual_seed(seed)) * 2 - 1
@@ -91,7 +63,7 @@ def test_arcface_eval_is_batch_independent_and_deterministic(tiny_arcface):
 
 @pytest.fixture(scope="module")
 def real_layout_arcface() -> tuple[ArcFaceModule, dict[str, torch.Tensor]]:
-    state = state_from_layout(_json("arcface_ir_se50.json")["tensors"]["model"])
+    state = state_from_layout(reference_layout("arcface_ir_se50.json")["tensors"]["model"])
     module, info = arcface_from_checkpoint(state, source="model_ir_se50.pth")
     assert (info["input_size"], info["embedding_dim"]) == (112, 512)
     return module, state
@@ -324,7 +296,7 @@ def test_mapper_batch_independent_and_tiny_parity(tmp_path):
 
 
 def test_mapper_real_layout_strict_load_and_roundtrip(tmp_path):
-    entries = _json("styleid_mapper_levelsjoin.json")["tensors"]["mapper"]
+    entries = reference_layout("styleid_mapper_levelsjoin.json")["tensors"]["mapper"]
     g = torch.Generator().manual_seed(0)
     # lr_mul=0.01 layers store weight / lr_mul and bias / lr_mul (rosinality's init is randn / lr_mul)
     state = {f"mapper.{e['name']}": torch.randn(e["shape"], generator=g) * (100.0 if len(e["shape"]) == 2 else 30.0)

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 
 import media
+from privacy import decode_frames, identity_scores
 from styleid_edge.cli import main as cli_main
 from styleid_edge.runtime import align, blend
 from styleid_edge.runtime.anonymizer import Anonymizer, AnonymizerConfig
 from styleid_edge.runtime.donors import (DonorBank, build_from_images, canonical_ffhq_landmarks,
                                          pose_descriptor)
-from styleid_edge.runtime.recognize import SAME_PERSON_COSINE, cosine
+from styleid_edge.runtime.recognize import SAME_PERSON_COSINE
 from styleid_edge.runtime.track import Tracker, TrackerConfig
-from styleid_edge.runtime.video import VideoReader, probe
+from styleid_edge.runtime.video import probe
 
 from conftest import PHOTOS
 
@@ -49,33 +50,6 @@ def dcgan_bank(tmp_path_factory, yunet):
     path = folder.parent / "dcgan_donors.npz"
     bank.save(path)
     return bank, path
-
-
-def _iou(a, b) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
-
-
-def _identity_scores(frames_in, frames_out, gt_boxes, detector, sface) -> np.ndarray:
-    """SFace cosine between each ground-truth face in the input and the same place in the output,
-    both cropped at the reference detector's landmarks on the input (as in test_pipeline)."""
-    scores = []
-    for fin, fout, boxes in zip(frames_in, frames_out, gt_boxes):
-        dets = detector.detect(fin)
-        for gt in boxes:
-            best = max(dets, key=lambda d: _iou(d.box, gt.xyxy), default=None)
-            assert best is not None and _iou(best.box, gt.xyxy) > 0.3, "reference detector missed a clear face"
-            a, _ = align.arcface_crop(fin, best.landmarks)
-            b, _ = align.arcface_crop(fout, best.landmarks)
-            scores.append(float(cosine(sface.embed(a[None]), sface.embed(b[None]))[0]))
-    return np.array(scores)
-
-
-def _decode(path):
-    with VideoReader(path) as r:
-        return [f.image for f in r]
 
 
 def _face_crop(photo: str, detector, size: int = 256):
@@ -166,8 +140,8 @@ def donor_run(tmp_path_factory, dcgan_bank, sface, yunet):
         code = cli_main(["anonymize", str(clip.path), "-o", str(out), "--method", "donor",
                          "--donors", str(dcgan_bank[1]), "--report", str(report_path), "-q"])
     assert code == 0
-    frames_in, frames_out = _decode(clip.path), _decode(out)
-    scores = _identity_scores(frames_in, frames_out, clip.boxes, yunet, sface)
+    frames_in, frames_out = decode_frames(clip.path), decode_frames(out)
+    scores = identity_scores(frames_in, frames_out, clip.boxes, yunet, sface)
     return SimpleNamespace(clip=clip, out=out, frames_out=frames_out, scores=scores, chosen=dict(chosen),
                            report=json.loads(report_path.read_text()))
 
@@ -203,7 +177,7 @@ def test_donor_blend_alone_changes_faces_at_exact_landmarks(dcgan_bank, sface, y
     anon = Anonymizer(AnonymizerConfig(method="donor", donors=str(dcgan_bank[1])), use_default_pack=False)
     anon.tracker = Tracker(TrackerConfig(smoothing="none", fps=25))
     outs = [anon.process(f)[0] for f in clip.frames]
-    scores = _identity_scores(clip.frames, outs, clip.boxes, yunet, sface)
+    scores = identity_scores(clip.frames, outs, clip.boxes, yunet, sface)
     report = anon.finish().to_dict()
     assert scores.max() < SAME_PERSON_COSINE, np.round(scores, 3)
     assert report["faces_by_method"].get("donor", 0) >= 12, report["faces_by_method"]

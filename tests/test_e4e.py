@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,47 +15,7 @@ from styleid_edge.export.e4e import (E4EConfig, E4EEncoderModule, e4e_from_check
 from styleid_edge.export.irse import IRSE50, make_body, make_input_layer
 from styleid_edge.export.onnx_io import export_onnx
 
-REF = Path(__file__).resolve().parent / "data" / "reference"  # copies of ../shared/reference/checkpoints
-
-
-def _json(name: str) -> dict:
-    path = REF / name
-    if not path.is_file():
-        raise FileNotFoundError(f"reference key layout {path} missing from the repository")
-    return json.loads(path.read_text())
-
-
-def state_from_layout(entries: list[dict], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors with the layout's exact names/shapes; fan-in scaled weights, sane BN statistics.
-
-    Values are windows at random offsets into one shared normal pool (cheap for the 267M-parameter
-    encoder, yet every tensor gets different contents).
-    """
-    g = torch.Generator().manual_seed(seed)
-    largest = max(math.prod(e["shape"]) for e in entries)
-    pool = torch.randn(2 * largest, generator=g)
-
-    def normal(shape: tuple[int, ...]) -> torch.Tensor:
-        n = math.prod(shape)
-        start = int(torch.randint(0, largest + 1, (1,), generator=g))
-        return pool[start:start + n].reshape(shape)
-
-    out = {}
-    for e in entries:
-        name, shape = e["name"], tuple(e["shape"])
-        if e.get("dtype") == "int64":
-            out[name] = torch.tensor(100, dtype=torch.int64).reshape(shape)
-        elif "values" in e:
-            out[name] = torch.tensor(e["values"], dtype=torch.float32).reshape(shape)
-        elif name.endswith("running_var") or (e.get("role") == "bn" and name.endswith("weight")):
-            out[name] = normal(shape).abs() * 0.25 + 0.75
-        elif e.get("role") == "bn":
-            out[name] = normal(shape) * 0.1
-        else:
-            fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
-            out[name] = normal(shape) / math.sqrt(fan_in)
-    return out
-
+from layouts import reference_layout, state_from_layout
 
 def _images(n: int, size: int, seed: int = 1) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
@@ -67,7 +25,7 @@ def _images(n: int, size: int, seed: int = 1) -> torch.Tensor:
 
 
 def test_irse50_body_matches_real_keys_and_taps():
-    entries = _json("e4e_ffhq_encode_1024.json")["tensors"]["encoder"]
+    entries = reference_layout("e4e_ffhq_encode_1024.json")["tensors"]["encoder"]
     real = {e["name"]: tuple(e["shape"]) for e in entries if e["name"].startswith(("body.", "input_layer."))}
     ours = {f"input_layer.{k}": tuple(v.shape) for k, v in make_input_layer(IRSE50).state_dict().items()}
     ours.update({f"body.{k}": tuple(v.shape) for k, v in make_body(IRSE50).state_dict().items()})
@@ -79,8 +37,8 @@ def test_irse50_body_matches_real_keys_and_taps():
 
 
 def test_full_1024_layout_loads_strictly_and_runs():
-    layout = _json("e4e_ffhq_encode_1024.json")
-    gen_layout = _json("stylegan2_rosinality_1024_cm2.json")
+    layout = reference_layout("e4e_ffhq_encode_1024.json")
+    gen_layout = reference_layout("stylegan2_rosinality_1024_cm2.json")
     enc = state_from_layout(layout["tensors"]["encoder"])
     dec = state_from_layout(gen_layout["tensors"]["g_ema"], seed=1)
     latent_avg = torch.randn(18, 512)
@@ -223,7 +181,7 @@ def _tiny_file(tiny, tmp_path, mutate) -> Path:
 def test_loader_errors_name_keys_and_file_kind(tiny, tmp_path):
     arcface_like = {e["name"]: torch.zeros(e["shape"], dtype=torch.int64 if e.get("dtype") == "int64"
                                            else torch.float32)
-                    for e in _json("arcface_ir_se50.json")["tensors"]["model"]}
+                    for e in reference_layout("arcface_ir_se50.json")["tensors"]["model"]}
     torch.save(arcface_like, tmp_path / "model_ir_se50.pth")
     with pytest.raises(CheckpointError) as err:
         load_e4e(tmp_path / "model_ir_se50.pth")

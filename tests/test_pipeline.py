@@ -16,40 +16,15 @@ import numpy as np
 import pytest
 
 import media
+from privacy import decode_frames, identity_scores
 from styleid_edge.cli import main as cli_main
 from styleid_edge.runtime import align
 from styleid_edge.runtime.anonymizer import Anonymizer, AnonymizerConfig
 from styleid_edge.runtime.jobs import JobOptions, anonymize_path
 from styleid_edge.runtime.recognize import SAME_PERSON_COSINE, cosine
-from styleid_edge.runtime.video import VideoReader, probe
+from styleid_edge.runtime.video import probe
 
 from conftest import PHOTOS
-
-
-def _iou(a, b) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
-
-
-def _identity_scores(frames_in, frames_out, gt_boxes, detector, sface):
-    """SFace cosine between each ground-truth face in the input and the same place in the output."""
-    scores = []
-    for fin, fout, boxes in zip(frames_in, frames_out, gt_boxes):
-        dets = detector.detect(fin)
-        for gt in boxes:
-            best = max(dets, key=lambda d: _iou(d.box, gt.xyxy), default=None)
-            assert best is not None and _iou(best.box, gt.xyxy) > 0.3, "reference detector missed a clear face"
-            a, _ = align.arcface_crop(fin, best.landmarks)
-            b, _ = align.arcface_crop(fout, best.landmarks)
-            scores.append(float(cosine(sface.embed(a[None]), sface.embed(b[None]))[0]))
-    return np.array(scores)
-
-
-def _decode(path):
-    with VideoReader(path) as r:
-        return [f.image for f in r]
 
 
 def _audio_packets(path):
@@ -73,9 +48,9 @@ def test_video_every_face_changed_and_stream_kept(tmp_path, tiny_pack, sface, yu
     assert info_out.frame_count == info_in.frame_count == 12
     assert abs(info_out.duration - info_in.duration) < 0.05
     assert _audio_packets(out) == _audio_packets(clip.path)  # audio copied bit for bit
-    frames_in, frames_out = _decode(clip.path), _decode(out)
-    scores = _identity_scores(frames_in, frames_out, clip.boxes, yunet, sface)
-    unchanged = _identity_scores(frames_in[:3], frames_in[:3], clip.boxes[:3], yunet, sface)
+    frames_in, frames_out = decode_frames(clip.path), decode_frames(out)
+    scores = identity_scores(frames_in, frames_out, clip.boxes, yunet, sface)
+    unchanged = identity_scores(frames_in[:3], frames_in[:3], clip.boxes[:3], yunet, sface)
     assert unchanged.min() > 0.9  # the measurement itself works
     assert scores.max() < SAME_PERSON_COSINE, scores
     # Background far from the faces is untouched (only H.264 noise).
@@ -134,7 +109,7 @@ def test_detector_misses_are_covered_by_hold_over(tiny_pack, sface, yunet):
     assert [len(r) for r in records] == [1] * 10
     assert records[4][0].held and records[5][0].held and not records[3][0].held
     assert len({r[0].track_id for r in records}) == 1
-    scores = _identity_scores(clip.frames, outs, clip.boxes, yunet, sface)
+    scores = identity_scores(clip.frames, outs, clip.boxes, yunet, sface)
     assert scores.max() < SAME_PERSON_COSINE, scores
     assert anon.report.faces_held == 2
 
@@ -208,15 +183,15 @@ def test_rotated_video_detected_upright_and_metadata_kept(tmp_path, tiny_pack, s
     stored = [np.ascontiguousarray(np.rot90(f, -1)) for f in clip.frames]
     src = media.make_video(tmp_path / "rot.mp4", stored, fps=25, audio=True, rotation=90)
     info = probe(src)
-    upright = [np.ascontiguousarray(np.rot90(f, 1)) for f in _decode(src)]
+    upright = [np.ascontiguousarray(np.rot90(f, 1)) for f in decode_frames(src)]
     assert np.abs(upright[0].astype(int) - clip.frames[0].astype(int)).mean() < 3  # rot90 convention check
     out = tmp_path / "out.mp4"
     report = anonymize_path(src, out, AnonymizerConfig(method="swapper"), pack=tiny_pack.root,
                             options=JobOptions(quiet=True))
     assert probe(out).rotation == info.rotation == 90
-    out_upright = [np.ascontiguousarray(np.rot90(f, 1)) for f in _decode(out)]
+    out_upright = [np.ascontiguousarray(np.rot90(f, 1)) for f in decode_frames(out)]
     assert report.faces_detected >= 6  # every frame's face found upright (extra boxes are obscured too)
-    scores = _identity_scores(upright, out_upright, clip.boxes, yunet, sface)
+    scores = identity_scores(upright, out_upright, clip.boxes, yunet, sface)
     assert scores.max() < SAME_PERSON_COSINE, scores
 
 

@@ -1,0 +1,124 @@
+"""The weights cache directory and its lock file (``weights.lock.json``).
+
+The lock file records the sha256 and size of every file when it first enters
+the cache. Users can keep it (e.g. next to their deployment) and later runs
+verify the cached files against it, so a file that changed on the host or on
+disk is noticed. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_ENV = "STYLEID_EDGE_WEIGHTS"
+LOCK_NAME = "weights.lock.json"
+LOCK_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """The platform's user cache dir + ``styleid-edge/weights``."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "styleid-edge" / "weights"
+
+
+def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--dir, then $STYLEID_EDGE_WEIGHTS, then the default cache dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else default_cache_dir()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class LockEntry:
+    sha256: str
+    size: int
+    drive_id: str = ""
+    recorded: str = ""
+
+
+@dataclass
+class LockFile:
+    """sha256/size of each cached file, recorded at first download."""
+
+    path: Path
+    files: dict[str, LockEntry] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "LockFile":
+        path = Path(path)
+        if not path.is_file():
+            return cls(path)
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("format") != LOCK_FORMAT or not isinstance(raw.get("files"), dict):
+                raise ValueError(f"expected format {LOCK_FORMAT} with a 'files' object")
+            files = {str(k): LockEntry(**v) for k, v in raw["files"].items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise WeightsError(f"{path}: unreadable lock file ({exc}). Fix or delete it; deleting it "
+                               f"re-records the hashes of the files now in the cache.") from exc
+        return cls(path, files)
+
+    def get(self, name: str) -> LockEntry | None:
+        return self.files.get(name)
+
+    def record(self, name: str, sha256: str, size: int, drive_id: str = "") -> None:
+        self.files[name] = LockEntry(sha256, size, drive_id, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        body = {"format": LOCK_FORMAT, "files": {k: asdict(v) for k, v in sorted(self.files.items())}}
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+@dataclass
+class VerifyResult:
+    name: str
+    path: Path
+    sha256: str
+    size: int
+    status: str  # "ok" | "recorded" (no entry before) | "mismatch"
+    expected: str | None = None
+
+
+def verify_file(path: Path, lock: LockFile, *, drive_id: str = "", expected_sha256: str | None = None,
+                record: bool = True) -> VerifyResult:
+    """Hash a cached file and compare it with the registry digest and the lock entry (recording it if new)."""
+    digest = sha256_file(path)
+    size = path.stat().st_size
+    entry = lock.get(path.name)
+    want = expected_sha256 or (entry.sha256 if entry else None)
+    if want is not None and digest != want:
+        return VerifyResult(path.name, path, digest, size, "mismatch", want)
+    if entry is None:
+        if record:
+            lock.record(path.name, digest, size, drive_id)
+        return VerifyResult(path.name, path, digest, size, "recorded")
+    return VerifyResult(path.name, path, digest, size, "ok", want)
