@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--json", action="store_true")
     pi.set_defaults(func=cmd_pack_info)
 
+    from .weights.cli import register as register_models
+
+    register_models(sub)
+
     dn = sub.add_parser("donors", help="donor bank for --method donor").add_subparsers(dest="donors_command",
                                                                                        required=True)
     db = dn.add_parser("build", help="generate donor faces from a pack (or take them from photos)")

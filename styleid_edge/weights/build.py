@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.pack import MANIFEST, ModelPack
-from ..runtime.stylespace import StyleLayer, channel_groups, style_dim_total, torgb_channel_mask
+from ..runtime.stylespace import (
+    StyleLayer,
+    channel_groups,
+    style_dim_total,
+    torgb_channel_mask,
+)
 from .cache import resolve_cache_dir, sha256_file
 from .download import DownloadOptions, fetch
 from .errors import RankFormatError, WeightsError

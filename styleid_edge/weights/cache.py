@@ -69,7 +69,7 @@ class LockFile:
     files: dict[str, LockEntry] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "LockFile":
+    def load(cls, path: str | os.PathLike[str]) -> LockFile:
         path = Path(path)
         if not path.is_file():
             return cls(path)

@@ -56,7 +56,7 @@ def _dir_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _fail(exc: WeightsError) -> int:
-    log.debug("weights error", exc_info=True)
+    log.debug("weights error: %r", exc)
     print(f"error: {exc}", file=sys.stderr)
     return 2
 

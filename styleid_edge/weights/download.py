@@ -19,19 +19,24 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from http.cookiejar import CookieJar
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from .cache import LOCK_NAME, LockFile, resolve_cache_dir, sha256_file, verify_file
-from .errors import HostRefusedError, IncompleteDownloadError, IntegrityError, LicenceError, OfflineError
+from .errors import (
+    HostRefusedError,
+    IncompleteDownloadError,
+    IntegrityError,
+    LicenceError,
+    OfflineError,
+)
 from .registry import OFFICIAL_FILES, WeightFile, get_file
 
 log = logging.getLogger(__name__)
@@ -42,8 +47,7 @@ USER_AGENT = "styleid-edge-weights/1 (+python urllib)"
 CHUNK = 1 << 16
 MAX_PAGE = 2 << 20  # an HTML page larger than this is not a confirmation page
 QUOTA_PHRASES = ("too many users", "quota", "exceeded", "try again later", "try accessing the file again later")
-_DROPPED = (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError, socket.timeout,
-            TimeoutError)
+_DROPPED = (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError, TimeoutError)
 
 
 @dataclass
@@ -123,10 +127,7 @@ def confirmation_url(page: str, page_url: str) -> str | None:
 
 def _page_summary(page: str) -> str:
     p = _PageParser()
-    try:
-        p.feed(page)
-    except Exception:  # a broken page still deserves a message
-        pass
+    p.feed(page)
     return " ".join(p.title.split())[:120]
 
 
@@ -173,6 +174,7 @@ class _Stream:
     first: bytes  # already read from resp
     offset: int  # where resp's body starts in the file
     total: int | None  # full file size, when the host says
+    url: str  # the URL that gave the file (after confirmation); resumes start there
 
 
 def _content_range(value: str | None) -> tuple[int, int | None] | None:
@@ -213,7 +215,7 @@ def _start_stream(opener: urllib.request.OpenerDirector, spec: WeightFile, dest:
                                    f"{dest / spec.name}.") from None
         except urllib.error.URLError as exc:
             raise _offline(spec, dest, url, exc) from None
-        except (socket.timeout, TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             raise _offline(spec, dest, url, exc) from None
         ctype = (resp.headers.get("Content-Type") or "").lower()
         first = resp.read(CHUNK) if "text/html" not in ctype else b""
@@ -243,7 +245,7 @@ def _start_stream(opener: urllib.request.OpenerDirector, spec: WeightFile, dest:
             total = int(length) if length and length.isdigit() else None
             if start:
                 log.info("%s: the host ignored the Range request; downloading from the start", spec.name)
-        return _Stream(resp, first, offset, total)
+        return _Stream(resp, first, offset, total, url)
 
 
 def _progress_bar(spec: WeightFile, total: int | None, initial: int, enabled: bool | None):
@@ -269,6 +271,7 @@ def download_file(spec: WeightFile, dest: Path, opts: DownloadOptions | None = N
         if start:
             log.info("%s: resuming at %.1f MB", spec.name, start / 1e6)
         stream = _start_stream(opener, spec, dest, url, start, opts.timeout_s)
+        url = stream.url
         total = stream.total or spec.size
         got = stream.offset
         try:
