@@ -83,6 +83,7 @@ class Int8Config:
     speed_repeats: int = 10
     intra_op_threads: int = 0
     preprocess: bool = True  # onnxruntime.quantization.quant_pre_process (shape inference, BN folding)
+    subpixel: bool = True  # stride-2 ConvTranspose -> phase Convs, so ORT CPU runs them as QLinearConv
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -339,6 +340,66 @@ def _drop_initializer_identities(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def convtranspose_to_subpixel(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Rewrite stride-2 3x3 ConvTransposes (pads 0, group 1) as 4 phase Convs + DepthToSpace + Slice.
+
+    ONNX Runtime's CPU provider has no int8 ConvTranspose kernel (a QDQ ConvTranspose runs in float
+    on dequantized weights), while QDQ Convs fuse to QLinearConv. The same output, exactly: with
+    y[2p+a] = Σ_m x[m]·w[2(p−m)+a], phase a=0 reads x[p−1]·w[2] + x[p]·w[0], phase a=1 x[p]·w[1];
+    the four (a,b) phases are Convs of 2x2, 2x1, 1x2, 1x1 taps (the same 9 taps in all), their
+    outputs interleaved by DepthToSpace(DCR) and cropped to 2H+1. Returns (model, rewrites).
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes, new_inits, count = [], [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ok = (node.op_type == "ConvTranspose" and len(node.input) >= 2 and node.input[1] in inits
+              and list(attrs.get("strides", [1, 1])) == [2, 2] and list(attrs.get("kernel_shape", [3, 3])) == [3, 3]
+              and int(attrs.get("group", 1)) == 1 and not any(attrs.get("pads", [0] * 4))
+              and not any(attrs.get("output_padding", [0, 0])) and "output_shape" not in attrs
+              and list(attrs.get("dilations", [1, 1])) == [1, 1] and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
+        if not ok:
+            new_nodes.append(node)
+            continue
+        wt = numpy_helper.to_array(inits[node.input[1]])  # (I, O, 3, 3)
+        if wt.ndim != 4 or wt.shape[2:] != (3, 3):
+            new_nodes.append(node)
+            continue
+        count += 1
+        base = node.name or f"convtranspose_{count}"
+        taps = {0: [2, 0], 1: [1]}
+        phase_outs = []
+        for a in (0, 1):
+            for b in (0, 1):
+                k = wt[:, :, taps[a], :][:, :, :, taps[b]].transpose(1, 0, 2, 3)  # (O, I, kh, kw)
+                wname = f"{node.input[1]}_phase{a}{b}"
+                new_inits.append(numpy_helper.from_array(np.ascontiguousarray(k, np.float32), wname))
+                out = f"{base}/phase{a}{b}_output"
+                inputs = [node.input[0], wname] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
+                new_nodes.append(helper.make_node("Conv", inputs, [out], name=f"{base}/phase{a}{b}",
+                                                  kernel_shape=list(k.shape[2:]),
+                                                  pads=[1 - a, 1 - b, 1, 1]))
+                phase_outs.append(out)
+        cat, d2s = f"{base}/phases", f"{base}/interleaved"
+        new_nodes.append(helper.make_node("Concat", phase_outs, [cat], name=f"{base}/Concat", axis=1))
+        new_nodes.append(helper.make_node("DepthToSpace", [cat], [d2s], name=f"{base}/DepthToSpace",
+                                          blocksize=2, mode="DCR"))
+        for suffix, vals in (("starts", [0, 0]), ("ends", [-1, -1]), ("axes", [2, 3])):
+            new_inits.append(numpy_helper.from_array(np.asarray(vals, np.int64), f"{base}/crop_{suffix}"))
+        new_nodes.append(helper.make_node("Slice", [d2s, f"{base}/crop_starts", f"{base}/crop_ends",
+                                                    f"{base}/crop_axes"], list(node.output), name=f"{base}/crop"))
+    if count:
+        used = {i for n in new_nodes for i in n.input}
+        keep = [i for i in model.graph.initializer if i.name in used]
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep + new_inits)
+    return model, count
+
+
 # --------------------------------------------------------------------------------------------
 # quantization
 
@@ -383,6 +444,10 @@ def quantize_model(src: Path, dst: Path, role: str, data: np.ndarray, config: In
     with tempfile.TemporaryDirectory(prefix=f"int8-{role}-") as tmp:
         work = Path(tmp) / "float.onnx"
         model = _drop_initializer_identities(onnx.load(str(src)))
+        if config.subpixel:
+            model, n_rewritten = convtranspose_to_subpixel(model)
+            if n_rewritten:
+                log.info("%s: %d stride-2 ConvTranspose rewritten as phase Convs (same output)", role, n_rewritten)
         onnx.save(model, str(work))
         if config.preprocess:
             pre = Path(tmp) / "pre.onnx"
@@ -411,6 +476,8 @@ def quantize_model(src: Path, dst: Path, role: str, data: np.ndarray, config: In
             calibration_providers=["CPUExecutionProvider"],
             extra_options={"ActivationSymmetric": symmetric_act, "WeightSymmetric": True,
                            "MatMulConstBOnly": True},
+            # (not CalibMaxIntermediateOutputs: in ORT 1.32 it drops the collected ranges instead of
+            # merging them; MinMax keeps only per-tensor min/max per sample anyway)
         )
     q = onnx.load(str(dst))
     n_qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node)
@@ -671,6 +738,6 @@ def calibrate_int8(pack: ModelPack | str | Path, out: str | Path | None = None, 
 
 __all__ = ["Int8Config", "Int8Error", "Int8Report", "CalibrationSet", "ModelReport", "QuantizedModel",
            "calibrate_int8", "evaluate_int8", "folder_calibration", "synthetic_calibration", "write_int8_pack",
-           "quantize_model", "style_path", "float_nodes", "qdq_on_style_path", "psnr", "time_pair",
+           "quantize_model", "convtranspose_to_subpixel", "style_path", "float_nodes", "qdq_on_style_path", "psnr", "time_pair",
            "heldout_eval_set", "default_out", "recognizer_input"]
 
