@@ -174,9 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--json", action="store_true")
     pi.set_defaults(func=cmd_pack_info)
 
+    from .calibration.cli import register as register_calibrate
     from .weights.cli import register as register_models
 
     register_models(sub)
+    register_calibrate(sub)
 
     dn = sub.add_parser("donors", help="donor bank for --method donor").add_subparsers(dest="donors_command",
                                                                                        required=True)

@@ -213,3 +213,18 @@ def test_target_face_steers_identity(tmp_path, tiny_pack):
     with pytest.raises(ValueError, match="no face"):
         Anonymizer(AnonymizerConfig(method="swapper", target=str(tmp_path / "blank.png")), pack=tiny_pack.root) \
             if cv2.imwrite(str(tmp_path / "blank.png"), np.full((200, 200, 3), 128, np.uint8)) else None
+
+
+def test_strength_moves_the_swapper_and_pixel_output(tiny_pack):
+    """--strength for swapper/pixel: w = w_src + a (w_method - w_src), the knob calibrate strength sweeps."""
+    frame = cv2.resize(cv2.imread(str(PHOTOS / "obama.jpg")), (455, 568))
+    for method in ("swapper", "pixel"):
+        outs = {}
+        for a in (0.2, 1.0):
+            anon = Anonymizer(AnonymizerConfig(method=method, strength=a, seed=3, verify=False), pack=tiny_pack.root)
+            outs[a], rec = anon.process(frame)
+        x1, y1, x2, y2 = map(int, rec[0].box)
+        diff = np.abs(outs[0.2][y1:y2, x1:x2].astype(int) - outs[1.0][y1:y2, x1:x2].astype(int)).mean()
+        assert diff > 1.0, method
+    with pytest.raises(ValueError, match="strength"):
+        Anonymizer(AnonymizerConfig(method="swapper", strength=1.5), pack=tiny_pack.root)

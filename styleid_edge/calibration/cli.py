@@ -34,7 +34,7 @@ def cmd_calibrate_ranks(args: argparse.Namespace) -> int:
     if pack.manifest.synthetic:
         log.warning("%s is a SYNTHETIC pack (random weights): its ranks only exercise the machinery", pack.root)
     cfg = RankConfig(pairs=args.pairs, seed=args.seed, include_torgb=args.include_torgb, batch=args.batch,
-                     recognizer=args.recognizer)
+                     recognizer=args.recognizer, refine_groups=args.refine_groups)
     state = pack.root / STATE_FILE
     try:
         result = rank_channels(models, cfg, progress=not args.quiet, state_path=state)
@@ -98,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--pairs", type=int, default=8, help="random (source, target) pairs to average over")
     r.add_argument("--include-torgb", action="store_true", help="also rank the toRGB (colour) channels")
     r.add_argument("--batch", type=int, default=16, help="swapped variants per synthesis call")
+    r.add_argument("--refine-groups", type=int, metavar="G",
+                   help="faster, approximate: score single channels only inside the G best 256-channel groups "
+                        "(default: every channel)")
     r.set_defaults(func=cmd_calibrate_ranks)
 
     s = sub.add_parser("strength", help="sweep a method's privacy knob and store the smallest setting whose "
@@ -114,3 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--groups", action="store_true", help="latent: use the pack's 256-group rank")
     s.add_argument("--out-dir", help="where the CSV and PNG go (default: the pack)")
     s.set_defaults(func=cmd_calibrate_strength)
+
+    from .int8_cli import register_int8
+
+    register_int8(sub)
+

@@ -117,8 +117,8 @@ def _load_folder(models: Any, folder: Path, resolution: int) -> tuple[np.ndarray
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder; pass a folder of FFHQ-aligned face images")
     if not models.has("encoder"):
-        raise ValueError(f"calibrating on photos needs the pack's encoder; this pack has none "
-                         f"(use generated faces: leave out --faces-dir)")
+        raise ValueError("calibrating on photos needs the pack's encoder; this pack has none "
+                         "(use generated faces: leave out --faces-dir)")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     crops = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
     crops = [c for c in crops if c is not None]
@@ -258,7 +258,7 @@ def write_curve_csv(result: StrengthResult, path: str | Path) -> Path:
 def plot_curve(result: StrengthResult, path: str | Path, size: tuple[int, int] = (720, 480)) -> Path:
     """The curve as a PNG: similarities (left axis), image change (right axis), target and choice."""
     w, h = size
-    left, right, top, bottom = 70, 80, 40, 60
+    left, right, top, bottom = 70, 80, 60, 60
     img = np.full((h, w, 3), 255, np.uint8)
     pw, ph = w - left - right, h - top - bottom
     sims = [r.mean_similarity for r in result.rows] + [r.max_similarity for r in result.rows]
@@ -296,7 +296,7 @@ def plot_curve(result: StrengthResult, path: str | Path, size: tuple[int, int] =
         cv2.polylines(img, [np.array(pts, np.int32)], False, color, 2, cv2.LINE_AA)
         for p in pts:
             cv2.circle(img, p, 3, color, -1, cv2.LINE_AA)
-        cv2.putText(img, name, (left + pw - 190, top + 20 + 18 * k), font, 0.45, color, 1, cv2.LINE_AA)
+        cv2.putText(img, name, (left + 200 * k, top - 10), font, 0.45, color, 1, cv2.LINE_AA)
     cv2.putText(img, f"calibrate strength: {result.method} ({result.criterion} similarity)", (left, 25), font,
                 0.55, black, 1, cv2.LINE_AA)
     cv2.putText(img, "setting", (left + pw // 2 - 25, h - 15), font, 0.5, black, 1, cv2.LINE_AA)

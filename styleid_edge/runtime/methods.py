@@ -98,6 +98,8 @@ class StyleIDMethods:
         defaults = m.defaults.get("strength", {}) if isinstance(m.defaults.get("strength"), dict) else {}
         self.strength = config.strength if config.strength is not None else float(
             defaults.get(config.method, DEFAULT_STRENGTH[config.method]))
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"--strength must be in (0, 1], got {self.strength}")
         self.selector = ChannelSelector(models.pack, config.use_groups) if config.method == "latent" else None
         self.encoder_size = int(models.encoder.session.get_inputs()[0].shape[-1])
         self.target_wplus: np.ndarray | None = None  # set_target(): a chosen face instead of seeds
@@ -145,7 +147,10 @@ class StyleIDMethods:
             rows = identity_rows(self.n_latent)
             w = w_src.copy()
             w[:, rows] = w_tar[:, rows]
-            return self.models.synthesis.get(self.models.affine.get(w))
-        # swapper: the trained network mixes source and target W+
-        w_anon = self.models.mapper.get(w_src, w_tar)
-        return self.models.synthesis.get(self.models.affine.get(w_anon))
+        else:  # swapper: the trained network mixes source and target W+
+            w = self.models.mapper.get(w_src, w_tar)
+        # strength a in (0, 1]: w = w_src + a (w_method - w_src); 1 = the method as published
+        # (the same knob `styleid-edge calibrate strength` sweeps for these two methods)
+        if self.strength != 1.0:
+            w = w_src + np.float32(self.strength) * (w - w_src)
+        return self.models.synthesis.get(self.models.affine.get(w))
