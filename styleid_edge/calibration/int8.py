@@ -41,14 +41,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnx
 
 from ..runtime.align import ARCFACE_TEMPLATE, arcface_crop, ffhq_crop, transform_points
 from ..runtime.backends import SessionOptions, create_session
 from ..runtime.methods import crops_to_input, images_to_crops
-from ..runtime.pack import MANIFEST, ModelPack, PackError
+from ..runtime.pack import MANIFEST, ModelPack
 
 log = logging.getLogger(__name__)
 
