@@ -175,10 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(func=cmd_pack_info)
 
     from .calibration.cli import register as register_calibrate
+    from .calibration.evaluate_cli import register_evaluate
     from .weights.cli import register as register_models
 
     register_models(sub)
     register_calibrate(sub)
+    register_evaluate(sub)
 
     dn = sub.add_parser("donors", help="donor bank for --method donor").add_subparsers(dest="donors_command",
                                                                                        required=True)

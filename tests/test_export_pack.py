@@ -122,3 +122,10 @@ def test_pack_info_rejects_tampered_manifest(tmp_path, tiny_pack, capsys):
     (bad / "manifest.json").write_text(json.dumps(raw))
     assert cli_main(["pack", "info", str(bad)]) == 2
     assert "plain file name" in capsys.readouterr().err
+
+
+def test_export_into_a_new_nested_folder(tmp_path):
+    code = cli_main(["export", "--synthetic", "8", "--out", str(tmp_path / "packs" / "demo")])
+    assert code == 0
+    assert ModelPack.load(tmp_path / "packs" / "demo").manifest.synthetic
+    assert [p.name for p in (tmp_path / "packs").iterdir()] == ["demo"]  # no staging leftovers

@@ -52,7 +52,9 @@ def build_pack(out_dir: str | Path, *, stylegan2: str | Path, e4e: str | Path | 
     from .stylegan2 import AffineModule, MappingModule, SynthesisModule, load_stylegan2
 
     out_dir = Path(out_dir)
-    work = Path(tempfile.mkdtemp(prefix=".pack-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # staged next to the destination (same filesystem), renamed into place only when complete
+    work = Path(tempfile.mkdtemp(prefix=".pack-", dir=out_dir.parent))
     try:
         sources = []
         gen, latent_avg, info = load_stylegan2(stylegan2)

@@ -1,0 +1,215 @@
+"""``styleid-edge evaluate``: real recognizer on real photographs, blur ordering, a video with known
+untouched frames, the report and the exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from media import load_photo, make_video, moving_faces_clip
+
+from styleid_edge.calibration.evaluate import EvalConfig, Evaluator, evaluate
+from styleid_edge.calibration.evaluate_cli import register_evaluate
+from styleid_edge.runtime.align import similarity_transform
+from styleid_edge.runtime.detect import make_detector
+from styleid_edge.runtime.fallback import blur, pixelate
+from styleid_edge.runtime.recognize import SAME_PERSON_COSINE
+
+UNTOUCHED = {3, 7}
+N_FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator(EvalConfig(progress=False))
+
+
+def _face(ev: Evaluator, image: np.ndarray):
+    dets = ev.detector.detect(image)
+    assert dets, "the detector missed a clear face in a test photo"
+    return max(dets, key=lambda d: d.width * d.height)
+
+
+def _swap(ev: Evaluator, dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """``dst`` with its face replaced by ``src``'s face, warped onto dst's landmarks (feathered)."""
+    fd, fs = _face(ev, dst), _face(ev, src)
+    m = similarity_transform(fs.landmarks, fd.landmarks)
+    h, w = dst.shape[:2]
+    warped = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    mask = np.zeros((h, w), np.float32)
+    x1, y1, x2, y2 = fd.box
+    cx, cy, ax, ay = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 0.6, (y2 - y1) * 0.6
+    cv2.ellipse(mask, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, 0.05 * (x2 - x1)))[..., None]
+    return np.clip(mask * warped + (1 - mask) * dst + 0.5, 0, 255).astype(np.uint8)
+
+
+def _only(results):
+    assert len(results) == 1, f"expected one face, got {len(results)}"
+    return results[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# real photographs
+
+
+def test_same_person_is_a_leak_and_a_different_person_is_not(evaluator: Evaluator) -> None:
+    obama = load_photo("obama.jpg")
+    for other in ("obama2.jpg", "obama3.jpg"):
+        r = _only(evaluator.add_frame(obama, _swap(evaluator, obama, load_photo(other))))
+        assert r.processed and r.leak and r.reason == "identity", (other, r)
+        assert r.similarity >= SAME_PERSON_COSINE
+    r = _only(evaluator.add_frame(obama, _swap(evaluator, obama, load_photo("biden.jpg"))))
+    assert r.processed and not r.leak and r.reason is None, r
+    assert r.similarity < SAME_PERSON_COSINE
+    pixelated = obama.copy()
+    pixelate(pixelated, _face(evaluator, obama).box, blocks=8)
+    r = _only(evaluator.add_frame(obama, pixelated))
+    assert r.processed and not r.leak, r
+
+
+def test_untouched_face_is_a_leak(evaluator: Evaluator) -> None:
+    obama = load_photo("obama.jpg")
+    r = _only(evaluator.add_frame(obama, obama.copy()))
+    assert r.leak and not r.processed and r.reason == "unprocessed"
+    assert r.similarity > 0.99
+
+
+def test_unprocessed_face_leaks_even_with_low_similarity(evaluator: Evaluator) -> None:
+    class Orthogonal:  # a recognizer that never matches anything
+        name, input_size = "orthogonal", 112
+        calls = 0
+
+        def embed(self, crops: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(crops), 256), np.float32)
+            for i in range(len(crops)):
+                out[i, Orthogonal.calls % 256] = 1.0
+                Orthogonal.calls += 1
+            return out
+
+    ev = Evaluator(EvalConfig(progress=False), detector=evaluator.detector, recognizer=Orthogonal())
+    obama = load_photo("obama.jpg")
+    noisy = np.clip(obama.astype(np.int16) + np.random.default_rng(0).integers(-1, 2, obama.shape), 0, 255)
+    r = _only(ev.add_frame(obama, noisy.astype(np.uint8)))
+    assert r.similarity < 0.01 and not r.processed and r.leak and r.reason == "unprocessed"
+
+
+def test_blur_levels_score_in_order(evaluator: Evaluator) -> None:
+    obama = load_photo("obama.jpg")
+    box = _face(evaluator, obama).box
+    x0, y0 = int(box[0] - 0.25 * (box[2] - box[0])), int(box[1] - 0.25 * (box[3] - box[1]))
+    x1, y1 = int(box[2] + 0.25 * (box[2] - box[0])), int(box[3] + 0.25 * (box[3] - box[1]))
+
+    gauss = []
+    for sigma in (1, 4, 8, 16, 32):
+        out = obama.copy()
+        out[y0:y1, x0:x1] = cv2.GaussianBlur(out[y0:y1, x0:x1], (0, 0), sigma)
+        gauss.append(_only(evaluator.add_frame(obama, out)).similarity)
+    assert all(a > b for a, b in itertools.pairwise(gauss)), gauss
+    assert gauss[0] >= SAME_PERSON_COSINE > gauss[-1], gauss
+
+    blocks = []
+    for n in (32, 16, 8):
+        out = obama.copy()
+        blur(out, box, blocks=n)
+        blocks.append(_only(evaluator.add_frame(obama, out)).similarity)
+    assert all(a > b for a, b in itertools.pairwise(blocks)), blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# a video with known truth
+
+
+@pytest.fixture(scope="module")
+def clip_pair(tmp_path_factory) -> tuple[Path, Path, object]:
+    root = tmp_path_factory.mktemp("evaluate")
+    # seed 7: the two faces never overlap (overlapping faces make the detector merge them)
+    clip = moving_faces_clip(N_FRAMES, (640, 360), photos=("obama.jpg", "biden.jpg"), background="plain",
+                             seed=7, path=root / "original.mp4", audio=False)
+    frames = []
+    for i, (frame, boxes) in enumerate(zip(clip.frames, clip.boxes)):
+        out = frame.copy()
+        if i not in UNTOUCHED:
+            for b in boxes:
+                pixelate(out, np.array(b.xyxy), blocks=8, margin=0.25)
+        frames.append(out)
+    make_video(root / "anonymized.mp4", frames, fps=clip.fps, audio=False)
+    return root / "original.mp4", root / "anonymized.mp4", clip
+
+
+def test_video_untouched_frames_are_exactly_the_leaks(evaluator: Evaluator, clip_pair) -> None:
+    original, anonymized, _ = clip_pair
+    report = evaluate(original, anonymized, EvalConfig(progress=False), detector=evaluator.detector,
+                      recognizer=evaluator.recognizer)
+    d = report.to_dict()
+    assert d["frames"] == N_FRAMES
+    assert d["faces"] == 2 * N_FRAMES, "the reference detector should find both faces in every frame"
+    assert d["leak_frames"] == sorted(UNTOUCHED)
+    for f in d["per_face"]:
+        assert f["leak"] == (f["frame"] in UNTOUCHED), f
+        if f["frame"] not in UNTOUCHED:
+            assert f["processed"] and f["similarity"] < SAME_PERSON_COSINE, f
+    assert d["leaks"] == 2 * len(UNTOUCHED)
+    assert d["leak_rate"] == pytest.approx(len(UNTOUCHED) / N_FRAMES)
+    assert d["coverage"] == pytest.approx(1 - len(UNTOUCHED) / N_FRAMES)
+    assert d["outside_change"]["mean"] < 2.0, "only codec noise outside the faces"
+    assert d["tracks"]["count"] == 2
+    for t in d["tracks"]["per_track"]:
+        assert t["faces"] == N_FRAMES and t["leaks"] == len(UNTOUCHED)
+        assert t["identity_consistency"] is not None
+    assert d["recognizer"] == "sface" and d["threshold"] == pytest.approx(SAME_PERSON_COSINE)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="styleid-edge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_evaluate(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_exit_codes_report_and_plot(clip_pair, tmp_path: Path, capsys) -> None:
+    original, anonymized, _ = clip_pair
+    report, plot = tmp_path / "report.json", tmp_path / "plot.png"
+    assert _run(["evaluate", str(original), str(anonymized), "--report", str(report), "--plot", str(plot), "-q"]) == 1
+    d = json.loads(report.read_text())
+    for key in ("faces", "leaks", "leak_frames", "leak_rate", "recognizer", "threshold", "per_face", "coverage",
+                "tracks", "outside_change"):
+        assert key in d, key
+    assert d["leak_frames"] == sorted(UNTOUCHED)
+    img = cv2.imread(str(plot))
+    assert img is not None and img.shape[0] > 100
+
+    # images: a pixelated face is no leak (exit 0); the untouched copy is (exit 1); folders pair by name
+    obama = load_photo("obama.jpg")
+    box = make_detector("yunet").detect(obama)[0].box
+    pix = obama.copy()
+    pixelate(pix, box, blocks=8)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), obama)
+    cv2.imwrite(str(tmp_path / "out" / "a.png"), pix)
+    cv2.imwrite(str(tmp_path / "same.png"), obama)
+    assert _run(["evaluate", str(tmp_path / "in" / "a.png"), str(tmp_path / "out" / "a.png"), "-q"]) == 0
+    assert _run(["evaluate", str(tmp_path / "in" / "a.png"), str(tmp_path / "same.png"), "-q"]) == 1
+    assert _run(["evaluate", str(tmp_path / "in"), str(tmp_path / "out"), "-q"]) == 0
+
+    # errors: a missing file, mismatched frame counts
+    capsys.readouterr()
+    assert _run(["evaluate", str(tmp_path / "missing.mp4"), str(anonymized), "-q"]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    clip = moving_faces_clip(N_FRAMES - 2, (640, 360), photos=("obama.jpg",), background="plain", seed=7,
+                             audio=False)
+    short = make_video(tmp_path / "short.mp4", clip.frames, fps=25, audio=False)
+    assert _run(["evaluate", str(original), str(short), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "frames" in err and "short.mp4" in err
