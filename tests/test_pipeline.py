@@ -141,6 +141,7 @@ def test_folder_of_images_and_videos(tmp_path, tiny_pack):
                             options=JobOptions(quiet=True))
     assert sorted(p.name for p in out.iterdir()) == ["biden.jpg", "clip.mp4", "obama2.jpg"]
     assert report.faces >= 2 + 10 and not report.errors
+    assert report.tracks >= 4  # one per image face + two in the clip: counted across files
     a, b = cv2.imread(str(src / "biden.jpg")), cv2.imread(str(out / "biden.jpg"))
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 50
 

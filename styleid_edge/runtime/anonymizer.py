@@ -149,9 +149,9 @@ class Anonymizer:
 
     def reset(self, fps: float = 30.0) -> None:
         """Start a new stream (tracks and frame numbering); pseudo-identity seeds stay the same."""
-        self.tracker = Tracker(TrackerConfig(hold_frames=self.config.hold_frames, seed=self.config.seed,
-                                                   fps=fps))
+        self.tracker = Tracker(TrackerConfig(hold_frames=self.config.hold_frames, seed=self.config.seed, fps=fps))
         self._frame_index = 0
+        self._seen_tracks = set()  # track ids restart with the new tracker; the report keeps the running total
 
     # -----------------------------------------------------------------------------------------
     def process(self, frame: np.ndarray, frame_index: int | None = None) -> tuple[np.ndarray, list[FaceRecord]]:
