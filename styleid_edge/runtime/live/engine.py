@@ -1,0 +1,115 @@
+"""Split of :class:`~styleid_edge.runtime.anonymizer.Anonymizer` into the two steps the deadline
+scheduler needs:
+
+- :meth:`LiveEngine.locate`: detection + tracking (fast, run for every frame, synchronously);
+  the tracks it returns are the faces that must not show in this frame's output;
+- :meth:`LiveEngine.render`: the anonymization method for those faces (the generative part, run
+  under the deadline in a worker); every face it does not regenerate is pixelated on top;
+- :meth:`LiveEngine.cover`: the fail-closed output for a late frame: every face pixelated.
+
+One Anonymizer's models are shared by several engines (one per source, each with its own tracker);
+detection and rendering each hold a lock of the shared Anonymizer.
+
+Note: this uses the Anonymizer's per-face steps (``_unsuitable``, ``_run_generative``,
+``_account``); a public ``locate/render`` pair on Anonymizer would remove that coupling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from .. import fallback
+from ..anonymizer import Anonymizer, FaceRecord
+from ..track import Track, Tracker, TrackerConfig
+
+log = logging.getLogger(__name__)
+
+_LOCKS: dict[int, tuple[threading.Lock, threading.Lock]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _locks_for(anonymizer: Anonymizer) -> tuple[threading.Lock, threading.Lock]:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(anonymizer), (threading.Lock(), threading.Lock()))
+
+
+class LiveEngine:
+    def __init__(self, anonymizer: Anonymizer, fps: float = 30.0) -> None:
+        self.anonymizer = anonymizer
+        self.method = anonymizer.method
+        self._detect_lock, self._render_lock = _locks_for(anonymizer)
+        self._account_lock = threading.Lock()
+        self.reset(fps)
+
+    @property
+    def generative(self) -> bool:
+        """True when rendering runs a model (so it can be late); False for blur / pixelate."""
+        return self.method not in ("blur", "pixelate")
+
+    def reset(self, fps: float = 30.0) -> None:
+        """New stream (or reconnection): tracks start afresh."""
+        cfg = self.anonymizer.config
+        self.tracker = Tracker(TrackerConfig(hold_frames=cfg.hold_frames, seed=cfg.seed, fps=max(float(fps), 1.0)))
+
+    def locate(self, frame: np.ndarray, index: int) -> list[Track]:
+        """Detect and track the faces of ``frame``; ``index`` counts source frames (dropped ones
+        included), so hold-over and smoothing see the real gaps."""
+        anon = self.anonymizer
+        t = time.perf_counter()
+        with self._detect_lock:
+            detections = anon.detector.detect(frame)
+        anon.timer.add("detect", t)
+        t = time.perf_counter()
+        tracks = self.tracker.update(detections, index)
+        anon.timer.add("track", t)
+        return tracks
+
+    def render(self, frame: np.ndarray, tracks: list[Track]) -> tuple[np.ndarray, list[FaceRecord]]:
+        """Anonymize ``tracks`` in a copy of ``frame`` with the method; fail closed per face."""
+        anon = self.anonymizer
+        out = frame.copy()
+        records: list[FaceRecord] = []
+        generative = []
+        for tr in tracks:
+            rec = FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], self.method, bool(tr.is_held))
+            records.append(rec)
+            if not self.generative:
+                continue
+            reason = anon._unsuitable(tr)
+            if reason:
+                rec.method, rec.fallback = "pixelate", reason
+                continue
+            generative.append((tr, rec))
+        if generative:
+            with self._render_lock:
+                anon._run_generative(out, frame, generative)
+        _obscure_rest(out, tracks, records)
+        return out, records
+
+    def cover(self, frame: np.ndarray, tracks: list[Track], reason: str) -> tuple[np.ndarray, list[FaceRecord]]:
+        """Every face pixelated (a late or skipped generative step); each record says ``reason``."""
+        out = frame.copy()
+        records = []
+        for tr in tracks:
+            fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
+            records.append(FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], "pixelate",
+                                      bool(tr.is_held), fallback=None if self.method == "pixelate" else reason))
+        return out, records
+
+    def account(self, records: list[FaceRecord]) -> None:
+        """Count the frame's faces in the Anonymizer's run report."""
+        with self._account_lock:
+            self.anonymizer._account(records)
+
+
+def _obscure_rest(out: np.ndarray, tracks: list[Track], records: list[FaceRecord]) -> None:
+    """Obscuring last, on top: faces not regenerated must never show, whatever happened above."""
+    for tr, rec in zip(tracks, records):
+        if rec.method == "pixelate":
+            fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
+        elif rec.method == "blur":
+            fallback.blur(out, np.asarray(tr.box, dtype=np.float32))

@@ -1,0 +1,391 @@
+"""Frame sources for live runs, and :class:`Capture`, the thread that reads one with reconnects.
+
+A source is opened, read frame by frame, and closed. ``read`` returns a BGR uint8 frame, or None
+at the end of a finite stream (a file played once); it raises :class:`SourceError` (or any
+exception) when the source died. :class:`Capture` turns that into a stream that never blocks the
+consumer: it keeps only the newest frame (older ones are dropped and counted), reconnects with
+exponential back-off, and reports its state so the scheduler can show "no signal" meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+
+
+class SourceError(RuntimeError):
+    """A source could not be opened or stopped delivering frames."""
+
+
+class FrameSource(Protocol):
+    name: str
+
+    def open(self) -> float | None:
+        """Open (or reopen) the source; returns its nominal frame rate when known."""
+
+    def read(self) -> np.ndarray | None:
+        """Next BGR uint8 frame; None at the end of a finite stream; raises when the source died."""
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+
+
+class FileSource:
+    """A video file played at its own frame rate (real-time pacing), once or looped."""
+
+    def __init__(self, path: str | Path, *, loop: bool = False, realtime: bool = True) -> None:
+        from ..video import probe
+
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.info = probe(self.path)  # raises VideoError with a hint for missing / broken files
+        self.loop = loop
+        self.realtime = realtime
+        self._frames = None
+        self._reader = None
+        self._t0 = 0.0
+        self._first_time: float | None = None
+
+    def open(self) -> float | None:
+        from ..video import VideoReader
+
+        self.close()
+        self._reader = VideoReader(self.path)
+        self._frames = iter(self._reader)
+        self._t0 = time.monotonic()
+        self._first_time = None
+        return float(self.info.fps) if self.info.fps else None
+
+    def read(self) -> np.ndarray | None:
+        if self._frames is None:
+            raise SourceError(f"{self.name}: read() before open()")
+        frame = next(self._frames, None)
+        if frame is None:
+            if not self.loop:
+                return None
+            self.open()
+            frame = next(self._frames, None)
+            if frame is None:
+                return None
+        if self.realtime:
+            t = frame.time if frame.time is not None else frame.index / float(self.info.fps or 25)
+            if self._first_time is None:
+                self._first_time, self._t0 = t, time.monotonic()
+            wait = self._t0 + (t - self._first_time) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        return frame.image
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = self._frames = None
+
+
+class AVSource:
+    """A network stream or device read with PyAV (FFmpeg): RTSP/RTMP/HTTP/UDP/SRT URLs, or a
+    V4L2 device with ``format='v4l2'``. Damaged packets are skipped (counted); many in a row, a
+    read timeout, or the end of the stream count as the source dying (the capture reconnects)."""
+
+    def __init__(self, url: str, *, options: dict[str, str] | None = None, format: str | None = None,
+                 timeout: float = 5.0, max_bad_packets: int = 100) -> None:
+        self.url = url
+        self.name = url
+        self.format = format
+        self.timeout = timeout
+        self.max_bad_packets = max_bad_packets
+        self.options = dict(options or {})
+        if url.startswith(("rtsp://", "rtsps://")):
+            self.options.setdefault("rtsp_transport", "tcp")
+        self.bad_packets = 0
+        self._container = None
+        self._frames = None
+
+    def open(self) -> float | None:
+        import av
+
+        from ..video import yuv_frame_to_bgr
+
+        self.close()
+        try:
+            self._container = av.open(self.url, mode="r", format=self.format, options=self.options,
+                                      timeout=(self.timeout, self.timeout), metadata_errors="ignore")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open {self.url}: {exc}; check the address and that the stream is up")
+        if not self._container.streams.video:
+            self.close()
+            raise SourceError(f"{self.url} has no video stream")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        reformatter = None
+        try:
+            from av.video.reformatter import VideoReformatter
+
+            reformatter = VideoReformatter()
+        except ImportError:  # pragma: no cover
+            pass
+
+        def frames():
+            bad = 0
+            demuxer = self._container.demux(stream)
+            while True:
+                try:
+                    packet = next(demuxer)
+                except StopIteration:
+                    return
+                except av.error.FFmpegError as exc:
+                    bad += 1
+                    self.bad_packets += 1
+                    if bad > self.max_bad_packets:
+                        raise SourceError(f"{self.url}: {bad} read errors in a row ({exc})")
+                    demuxer = self._container.demux(stream)
+                    continue
+                try:
+                    decoded = stream.decode(packet)
+                except av.error.FFmpegError as exc:  # malformed packet: skip it
+                    bad += 1
+                    self.bad_packets += 1
+                    log.debug("%s: skipped a damaged packet: %s", self.url, exc)
+                    if bad > self.max_bad_packets:
+                        raise SourceError(f"{self.url}: {bad} damaged packets in a row")
+                    continue
+                bad = 0
+                for f in decoded:
+                    yield yuv_frame_to_bgr(f, reformatter)
+
+        self._frames = frames()
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return float(rate) if rate else None
+
+    def read(self) -> np.ndarray | None:
+        if self._frames is None:
+            raise SourceError(f"{self.url}: read() before open()")
+        frame = next(self._frames, None)
+        if frame is None:  # a live stream that ends has died: reconnect
+            raise SourceError(f"{self.url}: the stream ended")
+        return frame
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception as exc:  # noqa: BLE001 - closing a dead stream
+                log.debug("%s: close failed: %s", self.url, exc)
+        self._container = self._frames = None
+
+
+class CameraSource:
+    """A local camera (index like ``0`` or a device path like ``/dev/video0``) via OpenCV."""
+
+    def __init__(self, device: int | str) -> None:
+        self.device = device
+        self.name = f"camera {device}"
+        self._cap = None
+
+    def open(self) -> float | None:
+        import cv2
+
+        self.close()
+        cap = cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.name}: check that it is plugged in, not used by another "
+                              "program, and that you may read it (group 'video')")
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        return float(fps) if fps and 1.0 <= fps <= 240.0 else None
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            raise SourceError(f"{self.name}: read() before open()")
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            raise SourceError(f"{self.name}: no frame (camera unplugged or stopped)")
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+        self._cap = None
+
+
+def open_source(spec: str, *, loop: bool = False, options: dict[str, str] | None = None) -> FrameSource:
+    """A source from a command-line string: a camera index (``0``), a device path (``/dev/video0``),
+    a stream URL (rtsp://, http://, udp://, ...) or a video file (played in real time)."""
+    spec = str(spec)
+    if re.fullmatch(r"\d+", spec):
+        return CameraSource(int(spec))
+    if spec.startswith("/dev/video"):
+        return CameraSource(spec)
+    scheme = spec.split("://", 1)[0].lower() if "://" in spec else ""
+    if scheme in URL_SCHEMES:
+        return AVSource(spec, options=options)
+    if scheme:
+        raise SourceError(f"unsupported source scheme {scheme!r} in {spec!r}; use one of "
+                          f"{', '.join(URL_SCHEMES)}, a camera index, or a file")
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"source {spec!r} is neither a camera index, a /dev/video device, a URL nor an "
+                          "existing file; check the spelling")
+    return FileSource(path, loop=loop)
+
+
+# --------------------------------------------------------------------------------------------
+# capture thread
+
+
+@dataclass
+class Captured:
+    image: np.ndarray
+    seq: int  # 0-based count of frames read from the source (dropped ones included)
+    t_capture: float  # time.monotonic() when the frame was read
+    generation: int  # connection number (1 = first connection): a new one restarts tracking
+
+
+@dataclass
+class Backoff:
+    """Reconnect delays: ``initial``, doubled after each failed attempt, capped at ``maximum``;
+    reset after a connection that delivered frames."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    factor: float = 2.0
+
+    def delays(self):
+        d = self.initial
+        while True:
+            yield d
+            d = min(self.maximum, d * self.factor)
+
+
+class Capture:
+    """Reads ``source`` in a thread and keeps only its newest frame.
+
+    ``get(timeout)`` returns the newest frame not yet taken (or None); a frame that is replaced
+    before it is taken is dropped and counted in ``dropped`` — the input side drops, it never
+    queues. On errors the source is closed and reopened after a back-off delay; ``state`` is
+    'connecting', 'live', 'reconnecting', 'ended' (finite stream done) or 'stopped'.
+    """
+
+    def __init__(self, source: FrameSource, backoff: Backoff | None = None, *, reconnect: bool = True) -> None:
+        self.source = source
+        self.backoff = backoff or Backoff()
+        self.reconnect = reconnect
+        self.state = "connecting"
+        self.fps: float | None = None
+        self.frames_read = 0
+        self.dropped = 0
+        self.reconnects = 0  # successful reopenings after the first connection
+        self.errors: list[str] = []
+        self.generation = 0
+        self.last_frame_time: float | None = None
+        self._cond = threading.Condition()
+        self._latest: Captured | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture:{source.name}", daemon=True)
+
+    def start(self) -> Capture:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: capture thread did not stop within %.0f s (blocked in a read); leaving it",
+                        self.source.name, timeout)
+        if self.state != "ended":
+            self.state = "stopped"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("ended", "stopped") and self._latest is None
+
+    def get(self, timeout: float) -> Captured | None:
+        with self._cond:
+            if self._latest is None and self.state not in ("ended", "stopped"):
+                self._cond.wait(timeout)
+            item, self._latest = self._latest, None
+            return item
+
+    def _put(self, image: np.ndarray) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if self._latest is not None:
+                self.dropped += 1
+            self._latest = Captured(image, self.frames_read, now, self.generation)
+            self.frames_read += 1
+            self.last_frame_time = now
+            self._cond.notify_all()
+
+    def _set_state(self, state: str) -> None:
+        with self._cond:
+            self.state = state
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        delays = self.backoff.delays()
+        while not self._stop.is_set():
+            try:
+                fps = self.source.open()
+            except Exception as exc:  # noqa: BLE001 - any failure to open: wait and retry
+                self._failed(f"open: {exc}")
+                if not self.reconnect or self._stop.wait(next(delays)):
+                    break
+                continue
+            self.fps = fps or self.fps
+            self.generation += 1
+            if self.generation > 1:
+                self.reconnects += 1
+                log.warning("%s: reconnected (attempt %d)", self.source.name, self.reconnects)
+            self._set_state("live")
+            got = 0
+            try:
+                while not self._stop.is_set():
+                    image = self.source.read()
+                    if image is None:
+                        self._close_source()
+                        self._set_state("ended")
+                        return
+                    self._put(image)
+                    got += 1
+            except Exception as exc:  # noqa: BLE001 - source died: reconnect
+                self._failed(f"read: {exc}")
+            self._close_source()
+            if got:
+                delays = self.backoff.delays()  # it worked for a while: start back-off afresh
+            if not self.reconnect:
+                break
+            if self._stop.wait(next(delays)):
+                break
+        self._close_source()
+        if self.state != "ended":
+            self._set_state("stopped")
+
+    def _failed(self, message: str) -> None:
+        self.errors.append(message)
+        del self.errors[:-50]  # keep memory flat over long runs
+        log.warning("%s: %s; reconnecting with back-off", self.source.name, message)
+        self._set_state("reconnecting")
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s: close failed: %s", self.source.name, exc)
