@@ -176,11 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .calibration.cli import register as register_calibrate
     from .calibration.evaluate_cli import register_evaluate
+    from .runtime.live.cli import register_live
     from .weights.cli import register as register_models
 
     register_models(sub)
     register_calibrate(sub)
     register_evaluate(sub)
+    register_live(sub)
 
     dn = sub.add_parser("donors", help="donor bank for --method donor").add_subparsers(dest="donors_command",
                                                                                        required=True)

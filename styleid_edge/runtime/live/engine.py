@@ -97,7 +97,7 @@ class LiveEngine:
         for tr in tracks:
             fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
             records.append(FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], "pixelate",
-                                      bool(tr.is_held), fallback=None if self.method == "pixelate" else reason))
+                                      bool(tr.is_held), fallback=reason))
         return out, records
 
     def account(self, records: list[FaceRecord]) -> None:

@@ -296,16 +296,23 @@ class Capture:
         self._cond = threading.Condition()
         self._latest: Captured | None = None
         self._stop = threading.Event()
+        self._started = False
         self._thread = threading.Thread(target=self._run, name=f"capture:{source.name}", daemon=True)
 
     def start(self) -> Capture:
-        self._thread.start()
+        """Start reading (once; later calls do nothing)."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        if not self._started:
+            self.state = "stopped"
+            return
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("%s: capture thread did not stop within %.0f s (blocked in a read); leaving it",

@@ -1,0 +1,168 @@
+"""``styleid-edge live``: anonymize cameras, network streams or files in real time.
+
+Wire into the main CLI with ``register_live(subparsers)``; ``main(argv)`` runs it on its own
+(``python -m styleid_edge.runtime.live.cli SOURCE ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+METHODS = ["latent", "pixel", "swapper", "donor", "blur", "pixelate"]
+
+
+def add_live_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source_main", metavar="SOURCE", nargs="?",
+                   help="camera index (0), device (/dev/video0), stream URL (rtsp://, http://, udp://...) "
+                        "or a video file (played at its own frame rate)")
+    p.add_argument("--source", action="append", default=[], help="another source (repeatable); each gets its "
+                   "own outputs (OUTPUT/source-N/, MJPEG port + N) and shares the models")
+    p.add_argument("-o", "--output", help="folder (or NAME.mp4) for segmented H.264 files")
+    p.add_argument("--segment-seconds", type=float, default=60.0, help="length of each output file (0: one file)")
+    p.add_argument("--serve-mjpeg", metavar="HOST:PORT", help="serve the output as MJPEG over HTTP "
+                   "(e.g. 8080 or 127.0.0.1:8080; loopback unless a host is given)")
+    p.add_argument("--show", action="store_true", help="show the output in a window (needs OpenCV with GUI)")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) and /stats.json here")
+    p.add_argument("--pack", help="model pack directory (default: $STYLEID_EDGE_PACK, then the user pack)")
+    p.add_argument("--method", choices=METHODS, help="default: the best the pack allows")
+    p.add_argument("--strength", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detector", default=None, help="yunet (default), centerface, retinaface, or SCRFD .onnx")
+    p.add_argument("--thresh", type=float, help="detection score threshold")
+    p.add_argument("--min-face", type=int, default=24)
+    p.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    p.add_argument("--budget-ms", type=float, help="time the anonymization of a frame's faces may take before "
+                   "the frame is output with its faces pixelated instead (default: 1000/fps)")
+    p.add_argument("--fps", type=float, help="nominal stream rate (default: the source's, else 25)")
+    p.add_argument("--max-age-ms", type=float, default=1000.0, help="skip frames older than this when taken")
+    p.add_argument("--loop", action="store_true", help="file sources: play again from the start at the end")
+    p.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")
+    p.add_argument("--crf", type=int, default=23, help="H.264 quality of the segment files")
+    p.add_argument("--stats-every", type=float, default=5.0, help="seconds between console stats lines (0: off)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no stats lines")
+
+
+def register_live(subparsers) -> None:
+    """Add the top-level ``live`` command to the main CLI's subparsers."""
+    p = subparsers.add_parser("live", help="anonymize a camera, a network stream or a file in real time")
+    add_live_arguments(p)
+    p.set_defaults(func=cmd_live)
+
+
+def _build(args: argparse.Namespace):
+    from ..anonymizer import Anonymizer, AnonymizerConfig
+    from ..backends import parse_providers
+    from ..detect import DEFAULT_DETECTOR
+    from .engine import LiveEngine
+    from .httpserve import MetricsServer, parse_hostport
+    from .scheduler import LiveConfig, LivePipeline
+    from .sinks import MJPEGServer, SegmentedFileSink, WindowSink
+    from .sources import Capture, open_source
+    from .stats import LiveStats
+
+    specs = ([args.source_main] if args.source_main else []) + list(args.source)
+    if not specs:
+        raise ValueError("live needs a SOURCE: a camera index (0), /dev/video0, a stream URL or a video file")
+    if not (args.output or args.serve_mjpeg or args.show):
+        log.warning("no output chosen (--output, --serve-mjpeg or --show): frames are anonymized and counted only")
+    config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed,
+                              detector=args.detector or DEFAULT_DETECTOR, detector_threshold=args.thresh,
+                              min_face=args.min_face, providers=parse_providers(args.providers))
+    anonymizer = Anonymizer(config, pack=args.pack)
+    stats_every = 0.0 if args.quiet else args.stats_every
+    pipelines, servers = [], []
+    try:
+        for i, spec in enumerate(specs):
+            options = {"rtsp_transport": args.rtsp_transport} if str(spec).startswith("rtsp") else None
+            source = open_source(spec, loop=args.loop, options=options)
+            capture = Capture(source)
+            fps = args.fps or getattr(getattr(source, "info", None), "fps", None) or 25.0
+            sinks = []
+            if args.output:
+                target = Path(args.output) if len(specs) == 1 else Path(args.output) / f"source-{i + 1}"
+                sinks.append(SegmentedFileSink(target, args.segment_seconds, fps=float(fps), crf=args.crf))
+            if args.serve_mjpeg:
+                host, port = parse_hostport(args.serve_mjpeg)
+                sinks.append(MJPEGServer(host, port + i if port else 0))
+            pipeline = LivePipeline(LiveEngine(anonymizer, float(fps)), capture, sinks,
+                                    LiveConfig(budget_ms=args.budget_ms, fps=args.fps, max_age_ms=args.max_age_ms,
+                                               stats_every=stats_every),
+                                    LiveStats(), name=str(spec) if len(specs) > 1 else "live")
+            if args.show:
+                pipeline.sinks.append(WindowSink(f"styleid-edge live: {spec}", on_quit=pipeline.stop))
+            pipelines.append(pipeline)
+        if args.metrics:
+            host, port = parse_hostport(args.metrics)
+            servers.append(MetricsServer(pipelines[0].stats, host, port))
+    except BaseException:
+        for p in pipelines:
+            p.close()
+        raise
+    return anonymizer, pipelines, servers
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from .scheduler import run_all
+
+    anonymizer, pipelines, servers = _build(args)
+    for p in pipelines:
+        for sink in p.sinks:
+            if getattr(sink, "url", None):
+                print(f"[{p.name}] MJPEG stream: {sink.url}", file=sys.stderr)
+    stopping = {"n": 0}
+
+    def on_signal(signum, _frame) -> None:
+        stopping["n"] += 1
+        if stopping["n"] > 1:
+            raise KeyboardInterrupt
+        log.warning("%s: finishing the current segment and stopping", signal.Signals(signum).name)
+        for p in pipelines:
+            p.stop()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        all_stats = run_all(pipelines)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for server in servers:
+            server.close()
+    report = anonymizer.finish().to_dict()
+    if not args.quiet and not args.stats_every:  # else close() printed the final line
+        for p, stats in zip(pipelines, all_stats):
+            print(f"[{p.name}] {stats.line()}", file=sys.stderr)
+    for note in report["notes"]:
+        print(f"NOTE: {note}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="styleid-edge live", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_live_arguments(parser)
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    try:
+        return cmd_live(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.debug("error", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
