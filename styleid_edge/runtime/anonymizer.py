@@ -158,22 +158,36 @@ class Anonymizer:
         """Anonymize one BGR frame (a copy is returned; the input is not modified)."""
         idx = self._frame_index if frame_index is None else frame_index
         self._frame_index = idx + 1
-        out = frame.copy()
+        tracks = self.locate(frame, idx)
+        for tr in tracks:
+            if tr.track_id not in self._seen_tracks:
+                self._seen_tracks.add(tr.track_id)
+                self.report.tracks += 1
+        out, records = self.render(frame, tracks)
+        self.account(records)
+        return out, records
+
+    def locate(self, frame: np.ndarray, frame_index: int, tracker: Tracker | None = None) -> list:
+        """Detect and track the faces of ``frame``: the faces that must not show in its output.
+
+        ``tracker`` defaults to this Anonymizer's; a caller running several streams passes one per stream.
+        """
         t = time.perf_counter()
         detections = self.detector.detect(frame)
         self.timer.add("detect", t)
         t = time.perf_counter()
-        tracks = self.tracker.update(detections, idx)
+        tracks = (tracker or self.tracker).update(detections, frame_index)
         self.timer.add("track", t)
+        return tracks
+
+    def render(self, frame: np.ndarray, tracks: list) -> tuple[np.ndarray, list[FaceRecord]]:
+        """Anonymize ``tracks`` in a copy of ``frame`` with the method, failing closed per face."""
+        out = frame.copy()
         records: list[FaceRecord] = []
         generative: list = []
         for tr in tracks:
-            box = np.asarray(tr.box, dtype=np.float32)
-            rec = FaceRecord(int(tr.track_id), [round(float(v), 1) for v in box], self.method, bool(tr.is_held))
+            rec = FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], self.method, bool(tr.is_held))
             records.append(rec)
-            if tr.track_id not in self._seen_tracks:
-                self._seen_tracks.add(tr.track_id)
-                self.report.tracks += 1
             if self.method in ("blur", "pixelate"):
                 continue
             reason = self._unsuitable(tr)
@@ -189,7 +203,6 @@ class Anonymizer:
                 fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
             elif rec.method == "blur":
                 fallback.blur(out, np.asarray(tr.box, dtype=np.float32))
-        self._account(records)
         return out, records
 
     def _unsuitable(self, tr) -> str | None:
@@ -285,7 +298,8 @@ class Anonymizer:
             return results
         return [(n, None) for n in new]
 
-    def _account(self, records: list[FaceRecord]) -> None:
+    def account(self, records: list[FaceRecord]) -> None:
+        """Count a frame's faces in the run report."""
         r = self.report
         r.frames += 1
         for rec in records:

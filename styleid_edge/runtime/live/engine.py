@@ -9,16 +9,12 @@ scheduler needs:
 
 One Anonymizer's models are shared by several engines (one per source, each with its own tracker);
 detection and rendering each hold a lock of the shared Anonymizer.
-
-Note: this uses the Anonymizer's per-face steps (``_unsuitable``, ``_run_generative``,
-``_account``); a public ``locate/render`` pair on Anonymizer would remove that coupling.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import numpy as np
 
@@ -58,37 +54,13 @@ class LiveEngine:
     def locate(self, frame: np.ndarray, index: int) -> list[Track]:
         """Detect and track the faces of ``frame``; ``index`` counts source frames (dropped ones
         included), so hold-over and smoothing see the real gaps."""
-        anon = self.anonymizer
-        t = time.perf_counter()
         with self._detect_lock:
-            detections = anon.detector.detect(frame)
-        anon.timer.add("detect", t)
-        t = time.perf_counter()
-        tracks = self.tracker.update(detections, index)
-        anon.timer.add("track", t)
-        return tracks
+            return self.anonymizer.locate(frame, index, tracker=self.tracker)
 
     def render(self, frame: np.ndarray, tracks: list[Track]) -> tuple[np.ndarray, list[FaceRecord]]:
         """Anonymize ``tracks`` in a copy of ``frame`` with the method; fail closed per face."""
-        anon = self.anonymizer
-        out = frame.copy()
-        records: list[FaceRecord] = []
-        generative = []
-        for tr in tracks:
-            rec = FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], self.method, bool(tr.is_held))
-            records.append(rec)
-            if not self.generative:
-                continue
-            reason = anon._unsuitable(tr)
-            if reason:
-                rec.method, rec.fallback = "pixelate", reason
-                continue
-            generative.append((tr, rec))
-        if generative:
-            with self._render_lock:
-                anon._run_generative(out, frame, generative)
-        _obscure_rest(out, tracks, records)
-        return out, records
+        with self._render_lock:
+            return self.anonymizer.render(frame, tracks)
 
     def cover(self, frame: np.ndarray, tracks: list[Track], reason: str) -> tuple[np.ndarray, list[FaceRecord]]:
         """Every face pixelated (a late or skipped generative step); each record says ``reason``."""
@@ -103,13 +75,5 @@ class LiveEngine:
     def account(self, records: list[FaceRecord]) -> None:
         """Count the frame's faces in the Anonymizer's run report."""
         with self._account_lock:
-            self.anonymizer._account(records)
+            self.anonymizer.account(records)
 
-
-def _obscure_rest(out: np.ndarray, tracks: list[Track], records: list[FaceRecord]) -> None:
-    """Obscuring last, on top: faces not regenerated must never show, whatever happened above."""
-    for tr, rec in zip(tracks, records):
-        if rec.method == "pixelate":
-            fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
-        elif rec.method == "blur":
-            fallback.blur(out, np.asarray(tr.box, dtype=np.float32))
