@@ -20,14 +20,13 @@ import pytest
 
 from media import bgr_to_ycbcr, corrupt_middle, load_photo, make_video, moving_faces_clip, truncate
 from styleid_edge.runtime import images, video
+from styleid_edge.runtime.frame_pipeline import Progress, run_threaded
 from styleid_edge.runtime.video import (
     Frame,
-    Progress,
     VideoError,
     VideoReader,
     VideoWriter,
     probe,
-    run_threaded,
 )
 
 N_FRAMES = 50

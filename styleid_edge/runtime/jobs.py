@@ -17,7 +17,8 @@ from .anonymizer import Anonymizer, AnonymizerConfig
 from .images import input_kind, iter_inputs, read_image, write_image
 from .pack import ModelPack
 from .report import RunReport
-from .video import Progress, VideoReader, VideoWriter, from_display, probe, run_threaded, to_display
+from .frame_pipeline import Progress, run_threaded
+from .video import VideoReader, VideoWriter, from_display, probe, to_display
 
 log = logging.getLogger(__name__)
 
