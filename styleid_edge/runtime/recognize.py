@@ -25,9 +25,9 @@ from typing import Literal
 import numpy as np
 
 from .align import arcface_crop
-from .detect import KNOWN_SHA256, package_file
+from .detect import package_file, read_bundled_model
 from .backends import ProviderSpec, create_session
-from .onnx_fold import prepare_model, sha256_bytes
+from .onnx_fold import prepare_model
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class SFace:
         model: str | os.PathLike | bytes | None = None,
         providers: Sequence[ProviderSpec] | None = None,
     ) -> None:
-        src = sface_model_path() if model is None else model
-        raw = src if isinstance(src, bytes) else Path(src).read_bytes()
-        if model is None and sha256_bytes(raw) != KNOWN_SHA256["sface"]:
-            log.warning("SFace file differs from the tested one (sha256 mismatch); results may differ")
+        raw = read_bundled_model(model, sface_model_path, "sface")
         prepared = prepare_model(raw, fold=True, dynamic_inputs={"data": ["N", 3, 112, 112]})
         self.session = create_session(prepared, providers)
         self.input_name = self.session.get_inputs()[0].name
