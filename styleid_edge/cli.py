@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .runtime.backend_args import add_backend_arguments, backend_config
 
 log = logging.getLogger("styleid_edge")
 
@@ -84,7 +85,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
                               detector=args.detector, detector_threshold=args.thresh, min_face=args.min_face,
-                              providers=parse_providers(args.providers), donors=args.donors)
+                              providers=parse_providers(args.providers), donors=args.donors,
+                              **backend_config(args))
     options = JobOptions(crf=args.crf, quiet=args.quiet, report=args.report)
     report = anonymize_path(args.input, args.output, config, pack=args.pack, options=options)
     summary = report.to_dict()
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min-face", type=int, default=24, help="faces smaller than this (px) are pixelated")
     a.add_argument("--donors", help="donor bank file for --method donor")
     a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    add_backend_arguments(a)
     a.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, 18 ~ visually lossless)")
     a.add_argument("--report", help="write a JSON report of every face and fallback here")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -52,3 +53,37 @@ def test_runtime_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) >= 10
+
+
+def test_backend_registry_errors_and_options():
+    from styleid_edge.runtime.backends import (BackendUnavailableError, backend_class, parse_backend_options,
+                                               OrtRunner)
+
+    assert backend_class("onnxruntime") is OrtRunner
+    assert backend_class("ORT") is OrtRunner
+    with pytest.raises(ValueError, match="unknown backend 'cuda-magic'"):
+        backend_class("cuda-magic")
+    # a backend whose module/library is missing is a clear error, never a silent fallback
+    from styleid_edge.runtime import backends
+    backends.BACKENDS["nowhere"] = "styleid_edge.runtime.no_such_module:Runner"
+    try:
+        with pytest.raises(BackendUnavailableError, match="backend 'nowhere' is not available"):
+            backend_class("nowhere")
+    finally:
+        del backends.BACKENDS["nowhere"]
+    assert parse_backend_options(["url=127.0.0.1:8001", "fp16=1", "max-batch=8", "scale=0.5", "x=off"]) == {
+        "url": "127.0.0.1:8001", "fp16": True, "max_batch": 8, "scale": 0.5, "x": False}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_backend_options(["fp16"])
+
+
+def test_pack_models_report_backend_runner(tiny_pack):
+    from styleid_edge.runtime.backends import SessionOptions
+    from styleid_edge.runtime.models import PackModels
+
+    models = PackModels(tiny_pack, SessionOptions(backend="onnxruntime"))
+    w = models.mapping.get(np.random.default_rng(0).standard_normal((2, tiny_pack.manifest.style_dim),
+                                                                    dtype=np.float32))
+    assert w.shape == (2, tiny_pack.manifest.style_dim) and np.isfinite(w).all()
+    assert models.encoder.input_shape()[-1] == 64  # the tiny e4e's input size, a static dimension
+    assert models.providers() == {"mapping": "CPUExecutionProvider", "encoder": "CPUExecutionProvider"}

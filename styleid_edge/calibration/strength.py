@@ -124,7 +124,7 @@ def _load_folder(models: Any, folder: Path, resolution: int) -> tuple[np.ndarray
     crops = [c for c in crops if c is not None]
     if not crops:
         raise ValueError(f"{folder}: no readable images ({', '.join(IMAGE_EXTS)})")
-    size = int(models.encoder.session.get_inputs()[0].shape[-1])
+    size = int(models.encoder.input_shape()[-1])
     wplus = np.concatenate([models.encoder.get(crops_to_input(np.stack([_square(c, size)]), size))
                             for c in crops])
     images = np.concatenate([crops_to_input(np.stack([_square(c, resolution)]), resolution) for c in crops])

@@ -48,6 +48,8 @@ class AnonymizerConfig:
     max_yaw: float = 0.8  # profile limit on the landmark yaw proxy (0 frontal, 1 full profile)
     hold_frames: int = 5
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    backend: str = "onnxruntime"  # what runs the pack's models: onnxruntime, tensorrt, torch, triton, openvino
+    backend_options: dict = field(default_factory=dict)  # e.g. {"url": "host:8001"} for triton
     batch_size: int = 16
     donors: str | None = None  # donor bank file for --method donor (default: the pack's donors.npz)
     # Privacy check after generation: a face that a real recognizer (SFace) still matches to its
@@ -73,7 +75,8 @@ class Anonymizer:
         self.config = config = config or AnonymizerConfig()
         self.report = report or RunReport()
         self.timer = StageTimer()
-        options = SessionOptions(providers=list(config.providers))
+        options = SessionOptions(providers=list(config.providers), backend=config.backend,
+                                 backend_options=dict(config.backend_options))
         if isinstance(pack, (str, Path)):
             pack = ModelPack.load(pack)
         elif pack is None and use_default_pack:

@@ -101,7 +101,7 @@ class StyleIDMethods:
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"--strength must be in (0, 1], got {self.strength}")
         self.selector = ChannelSelector(models.pack, config.use_groups) if config.method == "latent" else None
-        self.encoder_size = int(models.encoder.session.get_inputs()[0].shape[-1])
+        self.encoder_size = int(models.encoder.input_shape()[-1])
         self.target_wplus: np.ndarray | None = None  # set_target(): a chosen face instead of seeds
         self._w_cache: dict[int, np.ndarray] = {}
 

@@ -1,7 +1,7 @@
 """Thin classes over the pack's ONNX models: construct, then ``get``.
 
-Each wraps one ONNX Runtime session with the pack's exact input/output names
-(DESIGN.md, model pack table). All take and return float32 numpy arrays with a
+Each wraps one backend runner (ONNX Runtime by default; see ``backends.BACKENDS``) with the pack's
+exact input/output names (DESIGN.md, model pack table). All take and return float32 numpy arrays with a
 leading batch dimension of any size.
 """
 
@@ -15,36 +15,50 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import SessionOptions, create_session
+from .backends import SessionOptions, make_runner
 from .pack import ModelPack
 
 log = logging.getLogger(__name__)
 
 
 class OnnxModel:
-    """One ONNX model; ``get`` runs it on named float32 inputs and returns the first output."""
+    """One pack model; ``get`` runs it on named float32 inputs and returns the named output."""
 
+    role: str = ""
     input_names: tuple[str, ...] = ()
     output_name: str = ""
 
     def __init__(self, path: str | Path, options: SessionOptions | None = None):
         self.path = Path(path)
-        self.session = create_session(self.path, options or SessionOptions(), name=self.path.name)
-        names = tuple(i.name for i in self.session.get_inputs())
+        self.runner = make_runner(self.path, self.role, options or SessionOptions())
+        names = tuple(self.runner.input_names)
         if self.input_names and names != self.input_names:
             raise RuntimeError(f"{self.path}: inputs {names}, expected {self.input_names}; "
                                "re-export the pack with this styleid-edge version")
-        outs = [o.name for o in self.session.get_outputs()]
+        outs = list(self.runner.output_names)
         if self.output_name and self.output_name not in outs:
             raise RuntimeError(f"{self.path}: outputs {outs}, expected {self.output_name!r}")
-        self.provider = self.session.get_providers()[0]
+        self.provider = self.runner.provider
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (onnxruntime backend only)."""
+        session = getattr(self.runner, "session", None)
+        if session is None:
+            raise AttributeError(f"{self.path.name} runs on {self.provider}, not an ONNX Runtime session")
+        return session
+
+    def input_shape(self, name: str | None = None) -> tuple:
+        """Shape of an input (the first by default); dynamic dimensions are str or None."""
+        return tuple(self.runner.input_shapes[name or self.input_names[0]])
 
     def _run(self, *arrays: np.ndarray) -> np.ndarray:
         feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, arrays)}
-        return self.session.run([self.output_name], feeds)[0]
+        return self.runner.run([self.output_name], feeds)[0]
 
 
 class Mapping(OnnxModel):
+    role = "mapping"
     input_names, output_name = ("z",), "w"
 
     def get(self, z: np.ndarray) -> np.ndarray:
@@ -52,6 +66,7 @@ class Mapping(OnnxModel):
 
 
 class Affine(OnnxModel):
+    role = "affine"
     input_names, output_name = ("w_plus",), "styles"
 
     def get(self, w_plus: np.ndarray) -> np.ndarray:
@@ -59,6 +74,7 @@ class Affine(OnnxModel):
 
 
 class Synthesis(OnnxModel):
+    role = "synthesis"
     input_names, output_name = ("styles",), "image"
 
     def get(self, styles: np.ndarray) -> np.ndarray:
@@ -66,6 +82,7 @@ class Synthesis(OnnxModel):
 
 
 class Encoder(OnnxModel):
+    role = "encoder"
     input_names, output_name = ("image",), "w_plus"
 
     def get(self, image: np.ndarray) -> np.ndarray:
@@ -73,12 +90,13 @@ class Encoder(OnnxModel):
 
 
 class Recognizer(OnnxModel):
+    role = "recognizer"
     input_names, output_name = (), "embedding"
 
     def __init__(self, path: str | Path, options: SessionOptions | None = None):
         super().__init__(path, options)
-        self.input_names = (self.session.get_inputs()[0].name,)
-        self.output_name = self.session.get_outputs()[0].name
+        self.input_names = (self.runner.input_names[0],)
+        self.output_name = self.runner.output_names[0]
 
     def get(self, face: np.ndarray) -> np.ndarray:
         emb = self._run(face)
@@ -86,6 +104,7 @@ class Recognizer(OnnxModel):
 
 
 class Mapper(OnnxModel):
+    role = "mapper"
     input_names, output_name = ("w_src", "w_tar"), "w_anon"
 
     def get(self, w_src: np.ndarray, w_tar: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ..backend_args import add_backend_arguments, backend_config
+
 log = logging.getLogger(__name__)
 
 METHODS = ["latent", "pixel", "swapper", "donor", "blur", "pixelate"]
@@ -38,6 +40,7 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresh", type=float, help="detection score threshold")
     p.add_argument("--min-face", type=int, default=24)
     p.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    add_backend_arguments(p)
     p.add_argument("--budget-ms", type=float, help="time the anonymization of a frame's faces may take before "
                    "the frame is output with its faces pixelated instead (default: 1000/fps)")
     p.add_argument("--fps", type=float, help="nominal stream rate (default: the source's, else 25)")
@@ -74,7 +77,8 @@ def _build(args: argparse.Namespace):
         log.warning("no output chosen (--output, --serve-mjpeg or --show): frames are anonymized and counted only")
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed,
                               detector=args.detector or DEFAULT_DETECTOR, detector_threshold=args.thresh,
-                              min_face=args.min_face, providers=parse_providers(args.providers))
+                              min_face=args.min_face, providers=parse_providers(args.providers),
+                              **backend_config(args))
     anonymizer = Anonymizer(config, pack=args.pack)
     stats_every = 0.0 if args.quiet else args.stats_every
     pipelines, servers = [], []

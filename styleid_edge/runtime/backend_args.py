@@ -1,0 +1,27 @@
+"""The ``--backend`` / ``--url`` / ``--backend-option`` flags shared by ``anonymize`` and ``live``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .backends import BACKENDS, parse_backend_options
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend / --url / --backend-option, shared by anonymize and live."""
+    p.add_argument("--backend", default="onnxruntime",
+                   choices=list(BACKENDS),
+                   help="what runs the pack's models (default onnxruntime, on --providers)")
+    p.add_argument("--url", help="with --backend triton: HOST:PORT of the Triton server(s), comma-separated")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend setting, repeatable (e.g. fp16=1, device=cuda, cache_dir=DIR, protocol=http)")
+
+
+def backend_config(args: argparse.Namespace) -> dict:
+    """AnonymizerConfig keyword arguments for the backend flags."""
+    options = parse_backend_options(args.backend_option)
+    if args.url:
+        options["url"] = args.url
+    if args.backend == "triton" and "url" not in options:
+        raise ValueError("--backend triton needs --url HOST:PORT of a Triton server (see styleid-edge serve)")
+    return {"backend": args.backend, "backend_options": options}
