@@ -221,13 +221,17 @@ class TorchPath(Path_):
 
 
 class OrtPath(Path_):
-    def __init__(self, onnx_dir: Path, providers: list[str], threads: int, opt_level: str, spin: int | None):
-        self.name = "ort"
-        self.encoder = ort_session(onnx_dir / "encoder.onnx", providers, threads, opt_level, spin)
-        self.affine = ort_session(onnx_dir / "affine.onnx", providers, threads, opt_level, spin)
-        self.synthesis = ort_session(onnx_dir / "synthesis.onnx", providers, threads, opt_level, spin)
+    def __init__(self, onnx_dir: Path, providers: list[str], threads: int, opt_level: str, spin: int | None,
+                 name: str = "ort", files: dict[str, Path] | None = None):
+        self.name = name
+        files = {role: onnx_dir / f"{role}.onnx" for role in ("encoder", "affine", "synthesis")} | (files or {})
+        self.encoder = ort_session(files["encoder"], providers, threads, opt_level, spin)
+        self.affine = ort_session(files["affine"], providers, threads, opt_level, spin)
+        self.synthesis = ort_session(files["synthesis"], providers, threads, opt_level, spin)
         self.where = (f"onnxruntime {ort.__version__}, {self.encoder.get_providers()[0]}, opt {opt_level}"
-                      + (f", allow_spinning {spin}" if spin is not None else ""))
+                      + (f", allow_spinning {spin}" if spin is not None else "")
+                      + (f"; {', '.join(f'{r} {f.name}' for r, f in (files or {}).items() if f.parent != onnx_dir)}"
+                         if name != "ort" else ""))
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         return self.encoder.run(["w_plus"], {"image": image})[0]
@@ -263,9 +267,47 @@ def make_paths(models: Models, names: list[str], device: torch.device, providers
                                  g.forward, device))
         elif name == "ort":
             out.append(OrtPath(models.onnx_dir, providers, ort_threads, opt_level, ort_spin))
+        elif name == "ort-int8":
+            files = quantize_for_bench(models)
+            out.append(OrtPath(models.onnx_dir, providers, ort_threads, opt_level, ort_spin, name="ort-int8",
+                               files=files))
         else:
-            raise SystemExit(f"unknown path {name!r}; choose from: original, torch-ours, ort")
+            raise SystemExit(f"unknown path {name!r}; choose from: original, torch-ours, ort, ort-int8")
     return out
+
+
+def quantize_for_bench(models: Models, n_calib: int = 8) -> dict[str, Path]:
+    """INT8 (static QDQ) encoder.onnx and synthesis.onnx, exactly as ``styleid-edge calibrate int8`` makes them.
+
+    Calibration data: generated faces (the generator on random W+, resized to the encoder's input) for the
+    encoder, and the StyleSpace vectors of random W+ for the synthesis network. Mapping, affine and the
+    style/demodulation path stay float (the calibration module's rules).
+    """
+    from styleid_edge.calibration.int8 import Int8Config, quantize_model
+
+    gen, cfg = models.gen, models.config
+    out_dir = models.onnx_dir / "int8"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(SEED + 7)
+        w = gen.mapping(torch.randn(n_calib, gen.style_dim, generator=g))
+        w_plus = w[:, None].expand(n_calib, gen.n_latent, gen.style_dim).contiguous()
+        styles = torch.cat([gen.styles(w_plus[i:i + 1]) for i in range(n_calib)]).numpy()
+        faces = torch.cat([gen(w_plus[i:i + 1]) for i in range(n_calib)])
+        size = cfg.e4e.input_size
+        if faces.shape[-1] != size:
+            faces = torch.nn.functional.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False)
+        faces = faces.clamp(-1, 1).numpy()
+    config = Int8Config(target="cpu")
+    files = {}
+    for role, data in (("encoder", faces), ("synthesis", styles)):
+        t = time.perf_counter()
+        q = quantize_model(models.onnx_dir / f"{role}.onnx", out_dir / f"{role}.int8.onnx", role,
+                           data.astype(np.float32), config)
+        models.export_s[f"{role}_int8"] = time.perf_counter() - t
+        log.info("%s: quantized %s in %.1fs (%d Q/DQ nodes)", cfg.name, role, q.seconds, q.quantized_nodes)
+        files[role] = out_dir / q.file
+    return files
 
 
 def _copy_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -293,8 +335,16 @@ def parity(paths: list[Path_], image: np.ndarray) -> dict[str, dict[str, float]]
         out[p.name] = {"w_plus": float(np.abs(w - w_ref_np).max()),
                        "image_same_w": float(np.abs(same_w - img_ref).max()),
                        "image_end_to_end": float(np.abs(e2e - img_ref).max()),
-                       "image_range": float(np.abs(img_ref).max())}
+                       "image_range": float(np.abs(img_ref).max()),
+                       "psnr_end_to_end_db": _psnr(e2e, img_ref)}
     return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB with the reference image's own peak-to-peak range as the signal range."""
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    peak = float(b.max() - b.min()) or 1.0
+    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
 
 
 def measure(paths: list[Path_], image: np.ndarray, warmup: int, repeats: int,
@@ -383,7 +433,7 @@ def print_machine(info: dict) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'config':7s} {'batch':>5s} {'path':11s} {'encoder ms':>11s} {'generator ms':>13s} "
+    head = (f"{'config':7s} {'batch':>5s} {'path':12s} {'encoder ms':>11s} {'generator ms':>13s} "
             f"{'total ms':>10s} {'runs':>5s}   {'ratio enc':>9s} {'ratio gen':>9s} {'ratio total':>11s}")
     print("per-face medians (ms per face = median batch time / batch); ratio = original / path")
     print(head)
@@ -392,7 +442,7 @@ def print_table(rows: list[dict]) -> None:
         ratio = r.get("ratio")
         rs = (f"{ratio['encoder']:9.2f} {ratio['generator']:9.2f} {ratio['total']:11.2f}" if ratio
               else f"{'':9s} {'':9s} {'':11s}")
-        print(f"{r['config']:7s} {r['batch']:5d} {r['path']:11s} {r['encoder_ms']:11.1f} {r['generator_ms']:13.1f} "
+        print(f"{r['config']:7s} {r['batch']:5d} {r['path']:12s} {r['encoder_ms']:11.1f} {r['generator_ms']:13.1f} "
               f"{r['total_ms']:10.1f} {r['runs']:5d}   {rs}")
     print()
 
@@ -413,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ort-spin", type=int, default=None, choices=[0, 1],
                     help="set session.intra_op.allow_spinning (default: ORT's own default, spinning on)")
     ap.add_argument("--paths", default=None,
-                    help="comma list of: original, ort, torch-ours (default: original,ort on cpu; "
+                    help="comma list of: original, ort, ort-int8, torch-ours (default: original,ort on cpu; "
                          "original,torch-ours on cuda, plus ort when --providers is given)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the torch paths")
     ap.add_argument("--providers", default=None, help="ONNX Runtime providers for the ort path (default cpu)")
@@ -474,9 +524,9 @@ def main(argv: list[str] | None = None) -> int:
             paths = make_paths(models, path_names, device, providers, args.ort_threads, args.ort_opt,
                                args.ort_spin)
             for p in paths:
-                print(f"  {p.name:11s} {p.where}")
-            sizes = {f: round((models.onnx_dir / f).stat().st_size / 1e6, 1)
-                     for f in ("encoder.onnx", "affine.onnx", "synthesis.onnx")}
+                print(f"  {p.name:12s} {p.where}")
+            sizes = {str(f.relative_to(models.onnx_dir)): round(f.stat().st_size / 1e6, 1)
+                     for f in sorted(models.onnx_dir.rglob("*.onnx"))}
             print(f"  export s   {', '.join(f'{k} {v:.1f}' for k, v in models.export_s.items())}; "
                   f"ONNX MB {sizes}")
             rng = np.random.default_rng(SEED)
@@ -486,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, d in diffs.items():
                 print(f"  parity {name} vs original (max abs diff): W+ {d['w_plus']:.2e}, image from the same W+ "
                       f"{d['image_same_w']:.2e}, image end to end {d['image_end_to_end']:.2e} "
-                      f"(image max |x| {d['image_range']:.2f})")
+                      f"(image max |x| {d['image_range']:.2f}; PSNR {d['psnr_end_to_end_db']:.1f} dB)")
             entry: dict = {"note": cfg.note, "export_s": models.export_s, "onnx_mb": sizes, "parity": diffs,
                            "batches": {}}
             for b in batches:

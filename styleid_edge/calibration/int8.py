@@ -30,7 +30,6 @@ runtime loads it like any pack. :func:`evaluate_int8` measures size, CPU speed a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..files import sha256_file
 from ..runtime.align import ARCFACE_TEMPLATE, arcface_crop, ffhq_crop, transform_points
 from ..runtime.backends import SessionOptions, create_session
 from ..runtime.methods import crops_to_input, images_to_crops
@@ -503,11 +503,7 @@ def qdq_on_style_path(model: onnx.ModelProto, style_input: str = "styles") -> li
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def default_out(pack_root: Path) -> Path:

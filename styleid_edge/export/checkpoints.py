@@ -10,13 +10,14 @@ checkpoint the file looks like.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from ..files import sha256_file  # noqa: F401 - loaders import it from here
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,6 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be used for what was asked."""
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> Any:

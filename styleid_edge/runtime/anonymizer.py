@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from . import align, blend, fallback
@@ -58,6 +59,9 @@ class AnonymizerConfig:
     # re-encoding and landmark jitter, which move the score by a few hundredths.
     verify: bool = True
     verify_threshold: float = VERIFY_COSINE
+    # Detect on a copy scaled down to this longer side (0: full size). Faster on small CPUs; faces
+    # smaller than ~10 px after scaling are missed, so keep it 0 when small faces matter.
+    detect_max_side: int = 0
 
 
 @dataclass
@@ -67,6 +71,19 @@ class FaceRecord:
     method: str  # what was applied to this face in this frame
     held: bool  # output from tracker hold-over (no detection this frame)
     fallback: str | None = None  # why it was pixelated instead of the requested method
+
+
+@dataclass
+class _Work:
+    """One face on its way through the generative path (frame ``fi``, face ``ti`` of that frame)."""
+
+    tr: object
+    rec: FaceRecord
+    fi: int
+    ti: int
+    crop: np.ndarray | None = None
+    m: np.ndarray | None = None
+    lm: np.ndarray | None = None
 
 
 class Anonymizer:
@@ -176,18 +193,36 @@ class Anonymizer:
         ``tracker`` defaults to this Anonymizer's; a caller running several streams passes one per stream.
         """
         t = time.perf_counter()
-        detections = self.detector.detect(frame)
+        detections = self._detect(frame)
         self.timer.add("detect", t)
         t = time.perf_counter()
         tracks = (tracker or self.tracker).update(detections, frame_index)
         self.timer.add("track", t)
         return tracks
 
+    def _detect(self, frame: np.ndarray) -> list:
+        side = int(self.config.detect_max_side or 0)
+        longer = max(frame.shape[:2])
+        if side <= 0 or longer <= side:
+            return self.detector.detect(frame)
+        scale = side / longer
+        small = cv2.resize(frame, (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        detections = self.detector.detect(small)
+        sx, sy = frame.shape[1] / small.shape[1], frame.shape[0] / small.shape[0]
+        for d in detections:
+            d.box = d.box * np.array([sx, sy, sx, sy], np.float32)
+            d.landmarks = d.landmarks * np.array([sx, sy], np.float32)
+        return detections
+
     def render(self, frame: np.ndarray, tracks: list) -> tuple[np.ndarray, list[FaceRecord]]:
         """Anonymize ``tracks`` in a copy of ``frame`` with the method, failing closed per face."""
-        out = frame.copy()
-        records: list[FaceRecord] = []
-        generative: list = []
+        return self.render_many([frame], [tracks])[0]
+
+    def plan(self, tracks: list) -> list[FaceRecord]:
+        """One record per track: the method it will get, or the reason it is pixelated instead
+        (too small, no landmarks, profile) without running any model."""
+        records = []
         for tr in tracks:
             rec = FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], self.method, bool(tr.is_held))
             records.append(rec)
@@ -196,17 +231,43 @@ class Anonymizer:
             reason = self._unsuitable(tr)
             if reason:
                 rec.method, rec.fallback = "pixelate", reason
-                continue
-            generative.append((tr, rec))
-        if generative:
-            self._run_generative(out, frame, generative)
-        # Obscuring last, on top: these faces must never show, whatever happened above.
+        return records
+
+    def render_many(self, frames: list[np.ndarray], tracks_per_frame: list[list],
+                    records_per_frame: list[list[FaceRecord]] | None = None, *, chunk: int | None = None,
+                    on_chunk=None) -> list[tuple[np.ndarray, list[FaceRecord]]]:
+        """Anonymize the faces of several frames (e.g. one frame of each live source) with shared
+        model batches of up to ``chunk`` faces (default ``config.batch_size``); fail closed per face.
+
+        ``records_per_frame`` (from :meth:`plan`) is filled in place when given. After each chunk,
+        ``on_chunk(outs, done)`` is called with the working copies and the ``(frame, face)``
+        indices whose result is now final in them (pasted, or marked ``pixelate`` in its record:
+        the caller obscures those); :meth:`obscure` is applied to every frame at the end.
+        """
+        outs = [frame.copy() for frame in frames]
+        if records_per_frame is None:
+            records_per_frame = [self.plan(tracks) for tracks in tracks_per_frame]
+        work = []
+        if self.method not in ("blur", "pixelate"):
+            for fi, (tracks, records) in enumerate(zip(tracks_per_frame, records_per_frame)):
+                for ti, (tr, rec) in enumerate(zip(tracks, records)):
+                    if rec.fallback is None:
+                        work.append(_Work(tr, rec, fi, ti))
+        if work:
+            self._run_generative(outs, frames, work, chunk or self.config.batch_size, on_chunk)
+        for out, tracks, records in zip(outs, tracks_per_frame, records_per_frame):
+            self.obscure(out, tracks, records)
+        return list(zip(outs, records_per_frame))
+
+    @staticmethod
+    def obscure(out: np.ndarray, tracks: list, records: list[FaceRecord]) -> None:
+        """Pixelate (or blur) in place every face whose record says so. Applied last, on top:
+        these faces must never show, whatever was pasted before."""
         for tr, rec in zip(tracks, records):
             if rec.method == "pixelate":
                 fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
             elif rec.method == "blur":
                 fallback.blur(out, np.asarray(tr.box, dtype=np.float32))
-        return out, records
 
     def _unsuitable(self, tr) -> str | None:
         box = np.asarray(tr.box, dtype=np.float32)
@@ -220,36 +281,45 @@ class Anonymizer:
             return "profile"
         return None
 
-    def _run_generative(self, out: np.ndarray, frame: np.ndarray, items: list) -> None:
+    def _run_generative(self, outs: list[np.ndarray], frames: list[np.ndarray], items: list[_Work], chunk: int,
+                        on_chunk=None) -> None:
         t = time.perf_counter()
-        aligned = []
-        for tr, rec in items:
+        aligned: list[_Work] = []
+        failed: list[_Work] = []
+        for w in items:
             try:
-                crop, m = align.ffhq_crop(frame, np.asarray(tr.landmarks, np.float32), self.crop_size)
-                lm_crop = align.transform_points(m, np.asarray(tr.landmarks, np.float32))
-                aligned.append((tr, rec, crop, m, lm_crop))
+                w.crop, w.m = align.ffhq_crop(frames[w.fi], np.asarray(w.tr.landmarks, np.float32), self.crop_size)
+                w.lm = align.transform_points(w.m, np.asarray(w.tr.landmarks, np.float32))
+                aligned.append(w)
             except Exception as exc:  # noqa: BLE001 - any failure on one face means: pixelate it
-                rec.method, rec.fallback = "pixelate", f"align_error: {exc}"
+                w.rec.method, w.rec.fallback = "pixelate", f"align_error: {exc}"
+                failed.append(w)
         self.timer.add("align", t)
-        for start in range(0, len(aligned), self.config.batch_size):
-            batch = aligned[start:start + self.config.batch_size]
+        if failed and on_chunk is not None:
+            on_chunk(outs, [(w.fi, w.ti) for w in failed])
+        for start in range(0, len(aligned), max(1, int(chunk))):
+            batch = aligned[start:start + max(1, int(chunk))]
             try:
                 new_crops = self._generate(batch)
             except Exception as exc:  # noqa: BLE001 - fail closed for the whole batch
                 log.error("generation failed for %d face(s), pixelating them: %s", len(batch), exc)
                 self.report.errors.append(f"generation: {type(exc).__name__}: {exc}")
-                for _, rec, *_ in batch:
-                    rec.method, rec.fallback = "pixelate", "model_error"
-                continue
-            t = time.perf_counter()
-            for (tr, rec, crop, m, lm), (new, mask) in zip(batch, new_crops):
-                try:
-                    blend.paste_back(out, new, m, mask=mask)
-                except Exception as exc:  # noqa: BLE001
-                    rec.method, rec.fallback = "pixelate", f"paste_error: {exc}"
-            self.timer.add("paste_back", t)
-            if self.verifier is not None:
-                self._verify(frame, out, [b for b in batch if b[1].fallback is None])
+                del self.report.errors[:-100]  # a live run must not grow without bound
+                for w in batch:
+                    w.rec.method, w.rec.fallback = "pixelate", "model_error"
+            else:
+                t = time.perf_counter()
+                for w, (new, mask) in zip(batch, new_crops):
+                    try:
+                        blend.paste_back(outs[w.fi], new, w.m, mask=mask)
+                    except Exception as exc:  # noqa: BLE001
+                        w.rec.method, w.rec.fallback = "pixelate", f"paste_error: {exc}"
+                self.timer.add("paste_back", t)
+                if self.verifier is not None:
+                    for fi in sorted({w.fi for w in batch}):
+                        self._verify(frames[fi], outs[fi], [w for w in batch if w.fi == fi and w.rec.fallback is None])
+            if on_chunk is not None:
+                on_chunk(outs, [(w.fi, w.ti) for w in batch])
 
     def _verify(self, frame: np.ndarray, out: np.ndarray, batch: list) -> None:
         """Pixelate any face that the recognizer still matches to the person in the input."""
@@ -259,10 +329,10 @@ class Anonymizer:
         try:
             # Measure at the landmarks the face was aligned with and, when there was a detection this
             # frame, at the detector's own: a face pasted slightly off must not pass.
-            points = [np.asarray(b[0].landmarks, np.float32) for b in batch]
+            points = [np.asarray(w.tr.landmarks, np.float32) for w in batch]
             owner = list(range(len(batch)))
-            for i, b in enumerate(batch):
-                raw = getattr(b[0], "raw_landmarks", None)
+            for i, w in enumerate(batch):
+                raw = getattr(w.tr, "raw_landmarks", None)
                 if raw is not None:
                     points.append(np.asarray(raw, np.float32))
                     owner.append(i)
@@ -276,17 +346,17 @@ class Anonymizer:
         except Exception as exc:  # noqa: BLE001 - cannot verify: fail closed
             log.error("identity check failed, pixelating %d face(s): %s", len(batch), exc)
             sims = np.full(len(batch), np.inf)
-        for (tr, rec, *_), sim in zip(batch, sims):
+        for w, sim in zip(batch, sims):
             if sim >= self.config.verify_threshold:
-                rec.method, rec.fallback = "pixelate", "identity_still_matches"
+                w.rec.method, w.rec.fallback = "pixelate", "identity_still_matches"
         self.timer.add("verify", t)
 
-    def _generate(self, batch: list) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        crops = np.stack([b[2] for b in batch])
-        seeds = [int(b[0].seed) for b in batch]
+    def _generate(self, batch: list[_Work]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        crops = np.stack([w.crop for w in batch])
+        seeds = [int(w.tr.seed) for w in batch]
         if self.method == "donor":
             t = time.perf_counter()
-            res = [self.donor_bank.render(b[2], b[4], seed) for b, seed in zip(batch, seeds)]
+            res = [self.donor_bank.render(w.crop, w.lm, seed) for w, seed in zip(batch, seeds)]
             self.timer.add("donor", t)
             return res
         t = time.perf_counter()
@@ -295,9 +365,9 @@ class Anonymizer:
         new = images_to_crops(images, self.crop_size)
         if self.method == "pixel":
             results = []
-            for (tr, rec, crop, m, lm), gen in zip(batch, new):
-                mask = blend.inner_face_mask(lm, self.crop_size)
-                results.append((blend.blend_inner_face(crop, gen, lm), mask))
+            for w, gen in zip(batch, new):
+                mask = blend.inner_face_mask(w.lm, self.crop_size)
+                results.append((blend.blend_inner_face(w.crop, gen, w.lm), mask))
             return results
         return [(n, None) for n in new]
 

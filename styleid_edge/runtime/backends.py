@@ -13,15 +13,17 @@ and says what to install; every session logs which provider runs it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-import importlib
 from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 import onnxruntime as ort
+
+from ..files import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,32 +98,134 @@ class SessionOptions:
     backend_options: dict[str, Any] = field(default_factory=dict)  # backend-specific (url, fp16, cache dir, ...)
 
 
+def default_engine_cache_dir() -> Path:
+    """Where TensorRT engines and timing caches live: $STYLEID_EDGE_TRT_CACHE, else the user cache dir."""
+    env = os.environ.get("STYLEID_EDGE_TRT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return user_cache_dir("tensorrt")
+
+
+CUDA_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
+def _opt_str(v: Any) -> str:
+    return ("True" if v else "False") if isinstance(v, bool) else str(v)
+
+
+def _batch_profile(model: str | os.PathLike, opts: dict[str, Any]) -> dict[str, str]:
+    """trt_profile_min/opt/max_shapes for the model's inputs, batch = min/opt/max_batch (other dims as exported)."""
+    import onnx
+
+    m = onnx.load(str(model), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    lo, hi = int(opts.get("min_batch", 1)), int(opts.get("max_batch", 8))
+    mid = int(opts.get("opt_batch", max(lo, min(4, hi))))
+    parts: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for i in m.graph.input:
+        if i.name in inits:
+            continue
+        rest = [d.dim_value for d in i.type.tensor_type.shape.dim][1:]
+        if any(d <= 0 for d in rest):
+            return {}  # dynamic beyond the batch: let the TensorRT EP derive profiles itself
+        for key, b in (("min", lo), ("opt", mid), ("max", hi)):
+            parts[key].append(f"{i.name}:" + "x".join(str(d) for d in (b, *rest)))
+    return {f"trt_profile_{k}_shapes": ",".join(v) for k, v in parts.items()}
+
+
+def provider_options(name: str, backend_options: dict[str, Any] | None = None,
+                     model: str | os.PathLike | None = None) -> dict[str, str]:
+    """ONNX Runtime provider options for ``name`` from ``SessionOptions.backend_options``.
+
+    CUDA EP: ``device_id``, ``cudnn_conv_algo_search`` (EXHAUSTIVE/HEURISTIC/DEFAULT),
+    ``gpu_mem_limit`` (bytes), ``arena_extend_strategy``, ``cuda_graph`` (enable_cuda_graph).
+    TensorRT EP: ``device_id``, engine and timing caches on (``cache_dir``, default
+    :func:`default_engine_cache_dir`/ort), ``fp16``, ``int8``, ``workspace_gb``,
+    ``builder_optimization_level``, and batch profiles from ``min/opt/max_batch`` when ``model`` is given.
+    Other providers get none. Values are strings, as ONNX Runtime takes them.
+    """
+    o = dict(backend_options or {})
+    out: dict[str, Any] = {}
+    if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider") and "device_id" in o:
+        out["device_id"] = int(o["device_id"])
+    if name == "CUDAExecutionProvider":
+        if "cudnn_conv_algo_search" in o:
+            algo = str(o["cudnn_conv_algo_search"]).upper()
+            if algo not in CUDA_ALGO_SEARCH:
+                raise ValueError(f"cudnn_conv_algo_search={o['cudnn_conv_algo_search']!r}: choose one of "
+                                 f"{', '.join(CUDA_ALGO_SEARCH)}")
+            out["cudnn_conv_algo_search"] = algo
+        for key, ort_key in (("gpu_mem_limit", "gpu_mem_limit"), ("arena_extend_strategy", "arena_extend_strategy"),
+                             ("cuda_graph", "enable_cuda_graph")):
+            if key in o:
+                out[ort_key] = o[key]
+    elif name == "TensorrtExecutionProvider":
+        cache = Path(str(o["cache_dir"])).expanduser() if o.get("cache_dir") else default_engine_cache_dir() / "ort"
+        out.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                    "trt_fp16_enable": bool(o.get("fp16", False))})
+        if o.get("int8"):
+            out["trt_int8_enable"] = True
+        if "workspace_gb" in o:
+            out["trt_max_workspace_size"] = int(float(o["workspace_gb"]) * (1 << 30))
+        if "builder_optimization_level" in o:
+            out["trt_builder_optimization_level"] = int(o["builder_optimization_level"])
+        if model is not None and not isinstance(model, bytes):
+            out.update(_batch_profile(model, o))
+    return {k: _opt_str(v) for k, v in out.items()}
+
+
+def provider_specs(providers: Sequence[ProviderSpec], backend_options: dict[str, Any] | None = None,
+                   model: str | os.PathLike | None = None) -> list[ProviderSpec]:
+    """Providers with their options from ``backend_options`` (explicit per-provider options win)."""
+    specs: list[ProviderSpec] = []
+    for p in providers:
+        p = _canonical(p)
+        name = provider_name(p)
+        opts = provider_options(name, backend_options, model)
+        if not isinstance(p, str):
+            opts.update({k: _opt_str(v) for k, v in p[1].items()})
+        specs.append((name, opts) if opts else name)
+    return specs
+
+
 def create_session(model: str | os.PathLike | bytes, providers: Sequence[ProviderSpec] | SessionOptions | None = None,
                    *, intra_op_threads: int = 0, log_severity: int = 3, name: str | None = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` on exactly the requested providers (default CPU)."""
+    """An ``onnxruntime.InferenceSession`` on exactly the requested providers (default CPU).
+
+    Given :class:`SessionOptions`, GPU providers get their options from ``backend_options``
+    (:func:`provider_options`: device, cuDNN search, TensorRT engine/timing caches, FP16, profiles).
+    """
+    backend_options: dict[str, Any] = {}
     if isinstance(providers, SessionOptions):
         intra_op_threads = intra_op_threads or providers.intra_op_threads
+        backend_options = providers.backend_options
         providers = providers.providers
     requested = check_providers(list(providers) if providers is not None else list(DEFAULT_PROVIDERS))
+    requested = provider_specs(requested, backend_options, None if isinstance(model, bytes) else model)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = log_severity
     if intra_op_threads:
         so.intra_op_num_threads = intra_op_threads
     label = name or (Path(model).name if not isinstance(model, bytes) else "model")
+    names = [provider_name(p) for p in requested]
+    options = [{} if isinstance(p, str) else p[1] for p in requested]
     try:
         sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
-                                    providers=requested)
+                                    providers=names, provider_options=options)
     except Exception as exc:
         raise RuntimeError(f"{label}: ONNX Runtime could not load it ({exc})") from exc
     active = sess.get_providers()
-    dropped = [provider_name(p) for p in requested if provider_name(p) not in active]
+    dropped = [n for n in names if n not in active]
     if dropped:
         raise ProviderUnavailableError(
             f"{label}: ONNX Runtime could not start execution provider(s) {dropped} (running: {active}). "
             "Check that the provider's libraries (CUDA/cuDNN/TensorRT) are installed and on the library "
             "path, or request only the providers that work.")
-    log.info("%s runs on %s", label, active[0])
+    detail = options[names.index(active[0])] if active[0] in names else {}
+    extras = [k for k in ("trt_fp16_enable", "trt_int8_enable") if detail.get(k) == "True"]
+    log.info("%s runs on %s%s", label, active[0], f" ({', '.join(extras)})" if extras else "")
     return sess
 
 

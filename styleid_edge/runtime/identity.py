@@ -29,9 +29,33 @@ from .stylespace import channel_groups, identity_rows, layer_offsets
 log = logging.getLogger(__name__)
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(seed: int, n: int) -> np.ndarray:
+    """``n`` outputs of the SplitMix64 generator started at ``seed`` (uint64)."""
+    with np.errstate(over="ignore"):
+        state = np.uint64(seed & _MASK64) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def seed_z(seed: int, dim: int = 512) -> np.ndarray:
-    """The latent z of a seed (deterministic across platforms)."""
-    return np.random.default_rng(np.uint64(seed & 0xFFFFFFFFFFFFFFFF)).standard_normal(dim).astype(np.float32)
+    """The latent z of a seed: SplitMix64 + Box-Muller in float64, then float32.
+
+    The same derivation as the native runtime's ``styleid_edge_seed_z`` (native/include/styleid_edge.h),
+    so one seed is one fake face in the Python and the C++ runtimes, on every platform.
+    """
+    pairs = (dim + 1) // 2
+    bits = _splitmix64(seed, 2 * pairs) >> np.uint64(11)  # 53 random bits each
+    u1 = (bits[0::2].astype(np.float64) + 1.0) * 2.0 ** -53  # (0, 1]: log() is finite
+    u2 = bits[1::2].astype(np.float64) * 2.0 ** -53
+    r = np.sqrt(-2.0 * np.log(u1))
+    z = np.empty(2 * pairs, np.float64)
+    z[0::2] = r * np.cos(2.0 * np.pi * u2)
+    z[1::2] = r * np.sin(2.0 * np.pi * u2)
+    return z[:dim].astype(np.float32)
 
 
 def truncate(w: np.ndarray, latent_avg: np.ndarray, psi: float) -> np.ndarray:

@@ -8,14 +8,14 @@ disk is noticed. Torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..files import sha256_file, user_cache_dir  # noqa: F401 - sha256_file re-exported
 
 from .errors import WeightsError
 
@@ -28,13 +28,7 @@ LOCK_FORMAT = 1
 
 def default_cache_dir() -> Path:
     """The platform's user cache dir + ``styleid-edge/weights``."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "styleid-edge" / "weights"
+    return user_cache_dir("weights")
 
 
 def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -44,13 +38,6 @@ def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get(WEIGHTS_ENV)
     return Path(env).expanduser() if env else default_cache_dir()
 
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

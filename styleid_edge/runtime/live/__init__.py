@@ -4,9 +4,11 @@ per-frame deadline (see :mod:`.scheduler`), to segmented files, an MJPEG HTTP st
 Entry points: :class:`~.scheduler.LivePipeline` (Python), ``styleid-edge live`` (:mod:`.cli`).
 """
 
-from .scheduler import LiveConfig, LivePipeline, OutputFrame
+from .batcher import RenderBatcher
+from .scheduler import LiveConfig, LivePipeline, OutputFrame, run_all
 from .sources import Capture, FileSource, SourceError, open_source
 from .stats import LiveStats
+from .watchdog import Watchdog
 
-__all__ = ["Capture", "FileSource", "LiveConfig", "LivePipeline", "LiveStats", "OutputFrame", "SourceError",
-           "open_source"]
+__all__ = ["Capture", "FileSource", "LiveConfig", "LivePipeline", "LiveStats", "OutputFrame", "RenderBatcher",
+           "SourceError", "Watchdog", "open_source", "run_all"]

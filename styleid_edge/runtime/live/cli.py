@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ..backend_args import add_backend_arguments, backend_config
@@ -25,11 +26,20 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
                    help="camera index (0), device (/dev/video0), stream URL (rtsp://, http://, udp://...) "
                         "or a video file (played at its own frame rate)")
     p.add_argument("--source", action="append", default=[], help="another source (repeatable); each gets its "
-                   "own outputs (OUTPUT/source-N/, MJPEG port + N) and shares the models")
+                   "own outputs (OUTPUT/source-N/, MJPEG and UDP port + N, its own --push URL) and shares the "
+                   "models: the faces of all sources are generated together, one batch per tick")
     p.add_argument("-o", "--output", help="folder (or NAME.mp4) for segmented H.264 files")
     p.add_argument("--segment-seconds", type=float, default=60.0, help="length of each output file (0: one file)")
     p.add_argument("--serve-mjpeg", metavar="HOST:PORT", help="serve the output as MJPEG over HTTP "
                    "(e.g. 8080 or 127.0.0.1:8080; loopback unless a host is given)")
+    p.add_argument("--serve-udp", metavar="HOST:PORT", help="send the output as H.264 in MPEG-TS over UDP "
+                   "(e.g. 5000 or 127.0.0.1:5000; loopback unless a host is given; multicast addresses work); "
+                   "play it with `ffplay udp://127.0.0.1:5000` or read it with `styleid-edge live udp://...`")
+    p.add_argument("--push", metavar="URL", action="append", default=[], help="push the output as H.264 to a "
+                   "streaming server: rtsp://HOST:8554/NAME (e.g. MediaMTX), rtmp://..., srt://...; once per "
+                   "source, in order. (FFmpeg cannot serve RTSP itself: push to a server that does.)")
+    p.add_argument("--stream-bitrate", metavar="RATE", help="bitrate of --serve-udp/--push, e.g. 2M "
+                   "(default: constant quality --crf)")
     p.add_argument("--show", action="store_true", help="show the output in a window (needs OpenCV with GUI)")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) and /stats.json here")
     p.add_argument("--pack", help="model pack directory (default: $STYLEID_EDGE_PACK, then the user pack)")
@@ -39,6 +49,9 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default=None, help="yunet (default), centerface, retinaface, or SCRFD .onnx")
     p.add_argument("--thresh", type=float, help="detection score threshold")
     p.add_argument("--min-face", type=int, default=24)
+    p.add_argument("--detect-max-side", type=int, default=0, help="detect faces on a copy scaled down to this "
+                   "longer side, e.g. 640 (faster on small CPUs; faces under ~10 px after scaling are missed; "
+                   "default 0: full size)")
     p.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
     add_backend_arguments(p)
     p.add_argument("--budget-ms", type=float, help="time the anonymization of a frame's faces may take before "
@@ -47,6 +60,16 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-age-ms", type=float, default=1000.0, help="skip frames older than this when taken")
     p.add_argument("--loop", action="store_true", help="file sources: play again from the start at the end")
     p.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")
+    p.add_argument("--rtsp-listen", action="store_true", help="rtsp:// sources: listen on that address for a "
+                   "camera or encoder that pushes (ANNOUNCE/RECORD) instead of pulling from a server")
+    p.add_argument("--face-batch", type=int, default=4, help="faces per model call in the shared generative "
+                   "worker (smaller: a late frame keeps more of its finished faces; larger: more GPU throughput)")
+    p.add_argument("--gather-ms", type=float, default=5.0, help="how long the worker waits for the faces of "
+                   "the other sources before a batch starts")
+    p.add_argument("--watchdog-seconds", type=float, default=10.0, help="restart a capture that is stuck this "
+                   "long in one read (0: off)")
+    p.add_argument("--render-stuck-seconds", type=float, default=60.0, help="abandon a model batch that runs "
+                   "this long (its faces pixelated) and start a fresh worker (0: off)")
     p.add_argument("--crf", type=int, default=23, help="H.264 quality of the segment files")
     p.add_argument("--stats-every", type=float, default=5.0, help="seconds between console stats lines (0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats lines")
@@ -63,28 +86,49 @@ def _build(args: argparse.Namespace):
     from ..anonymizer import Anonymizer, AnonymizerConfig
     from ..backends import parse_providers
     from ..detect import DEFAULT_DETECTOR
+    from .batcher import RenderBatcher
     from .engine import LiveEngine
     from .httpserve import MetricsServer, parse_hostport
     from .scheduler import LiveConfig, LivePipeline
-    from .sinks import MJPEGServer, SegmentedFileSink, WindowSink
+    from .sinks import MJPEGServer, SegmentedFileSink, StreamSink, WindowSink, check_gui
     from .sources import Capture, open_source
     from .stats import LiveStats
 
     specs = ([args.source_main] if args.source_main else []) + list(args.source)
     if not specs:
         raise ValueError("live needs a SOURCE: a camera index (0), /dev/video0, a stream URL or a video file")
-    if not (args.output or args.serve_mjpeg or args.show):
-        log.warning("no output chosen (--output, --serve-mjpeg or --show): frames are anonymized and counted only")
+    if args.show:
+        check_gui()  # before loading models or opening sources
+    if args.push and len(args.push) != len(specs):
+        raise ValueError(f"--push was given {len(args.push)} time(s) for {len(specs)} source(s): give one URL per "
+                         "source, in the order of the sources")
+    if args.face_batch < 1:
+        raise ValueError("--face-batch must be at least 1")
+    if not (args.output or args.serve_mjpeg or args.show or args.serve_udp or args.push):
+        log.warning("no output chosen (--output, --serve-mjpeg, --serve-udp, --push or --show): frames are "
+                    "anonymized and counted only")
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed,
                               detector=args.detector or DEFAULT_DETECTOR, detector_threshold=args.thresh,
                               min_face=args.min_face, providers=parse_providers(args.providers),
+                              detect_max_side=args.detect_max_side,
                               **backend_config(args))
     anonymizer = Anonymizer(config, pack=args.pack)
     stats_every = 0.0 if args.quiet else args.stats_every
     pipelines, servers = [], []
+    live_config = LiveConfig(budget_ms=args.budget_ms, fps=args.fps, max_age_ms=args.max_age_ms,
+                             stats_every=stats_every, chunk_faces=args.face_batch, gather_ms=args.gather_ms,
+                             capture_stall_s=args.watchdog_seconds, render_stuck_s=args.render_stuck_seconds)
+    shared = None
+    if len(specs) > 1 and anonymizer.method not in ("blur", "pixelate"):
+        shared = RenderBatcher(anonymizer, chunk_faces=args.face_batch, gather_s=args.gather_ms / 1000.0,
+                               sources=len(specs))
     try:
         for i, spec in enumerate(specs):
-            options = {"rtsp_transport": args.rtsp_transport} if str(spec).startswith("rtsp") else None
+            options = None
+            if str(spec).startswith("rtsp"):
+                options = {"rtsp_transport": args.rtsp_transport}
+                if args.rtsp_listen:
+                    options.update({"rtsp_flags": "listen", "listen_timeout": "5"})
             source = open_source(spec, loop=args.loop, options=options)
             capture = Capture(source)
             fps = args.fps or getattr(getattr(source, "info", None), "fps", None) or 25.0
@@ -95,10 +139,17 @@ def _build(args: argparse.Namespace):
             if args.serve_mjpeg:
                 host, port = parse_hostport(args.serve_mjpeg)
                 sinks.append(MJPEGServer(host, port + i if port else 0))
-            pipeline = LivePipeline(LiveEngine(anonymizer, float(fps)), capture, sinks,
-                                    LiveConfig(budget_ms=args.budget_ms, fps=args.fps, max_age_ms=args.max_age_ms,
-                                               stats_every=stats_every),
-                                    LiveStats(), name=str(spec) if len(specs) > 1 else "live")
+            if args.serve_udp:
+                host, port = parse_hostport(args.serve_udp)
+                if not port:
+                    raise ValueError("--serve-udp needs a port, e.g. 127.0.0.1:5000")
+                sinks.append(StreamSink(f"udp://{host}:{port + i}", float(fps), bitrate=args.stream_bitrate,
+                                        crf=args.crf))
+            if args.push:
+                sinks.append(StreamSink(args.push[i], float(fps), bitrate=args.stream_bitrate, crf=args.crf))
+            pipeline = LivePipeline(LiveEngine(anonymizer, float(fps)), capture, sinks, live_config,
+                                    LiveStats(), name=f"source-{i + 1} {spec}" if len(specs) > 1 else "live",
+                                    batcher=shared)
             if args.show:
                 pipeline.sinks.append(WindowSink(f"styleid-edge live: {spec}", on_quit=pipeline.stop))
             pipelines.append(pipeline)
@@ -108,24 +159,33 @@ def _build(args: argparse.Namespace):
     except BaseException:
         for p in pipelines:
             p.close()
+        if shared is not None:
+            shared.close()
         raise
-    return anonymizer, pipelines, servers
+    return anonymizer, pipelines, servers, shared
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     from .scheduler import run_all
 
-    anonymizer, pipelines, servers = _build(args)
+    anonymizer, pipelines, servers, shared = _build(args)
     for p in pipelines:
         for sink in p.sinks:
             if getattr(sink, "url", None):
-                print(f"[{p.name}] MJPEG stream: {sink.url}", file=sys.stderr)
-    stopping = {"n": 0}
+                kind = "MJPEG stream" if type(sink).__name__ == "MJPEGServer" else "H.264 stream"
+                print(f"[{p.name}] {kind}: {sink.url}", file=sys.stderr)
+    stopping = {"n": 0, "t": 0.0}
 
     def on_signal(signum, _frame) -> None:
+        now = time.monotonic()
         stopping["n"] += 1
         if stopping["n"] > 1:
-            raise KeyboardInterrupt
+            # A second signal a moment later is the same request (GNU timeout, for one, signals the
+            # process and then its group); a later one means: stop now.
+            if now - stopping["t"] > 1.0:
+                raise KeyboardInterrupt
+            return
+        stopping["t"] = now
         log.warning("%s: finishing the current segment and stopping", signal.Signals(signum).name)
         for p in pipelines:
             p.stop()
@@ -135,7 +195,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        all_stats = run_all(pipelines)
+        all_stats = run_all(pipelines, shared, args.render_stuck_seconds)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

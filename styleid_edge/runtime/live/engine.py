@@ -3,8 +3,9 @@ scheduler needs:
 
 - :meth:`LiveEngine.locate`: detection + tracking (fast, run for every frame, synchronously);
   the tracks it returns are the faces that must not show in this frame's output;
-- :meth:`LiveEngine.render`: the anonymization method for those faces (the generative part, run
-  under the deadline in a worker); every face it does not regenerate is pixelated on top;
+- :meth:`LiveEngine.render`: the anonymization method for those faces, synchronously (blur and
+  pixelate; the generative methods go through the shared :class:`~.batcher.RenderBatcher`, which
+  runs the faces of every source together under the deadline);
 - :meth:`LiveEngine.cover`: the fail-closed output for a late frame: every face pixelated.
 
 One Anonymizer's models are shared by several engines (one per source, each with its own tracker);
@@ -18,9 +19,9 @@ import threading
 
 import numpy as np
 
-from .. import fallback
 from ..anonymizer import Anonymizer, FaceRecord
 from ..track import Track, Tracker, TrackerConfig
+from .batcher import cover
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,7 @@ class LiveEngine:
 
     def cover(self, frame: np.ndarray, tracks: list[Track], reason: str) -> tuple[np.ndarray, list[FaceRecord]]:
         """Every face pixelated (a late or skipped generative step); each record says ``reason``."""
-        out = frame.copy()
-        records = []
-        for tr in tracks:
-            fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
-            records.append(FaceRecord(int(tr.track_id), [round(float(v), 1) for v in tr.box], "pixelate",
-                                      bool(tr.is_held), fallback=reason))
-        return out, records
+        return cover(frame, tracks, reason)
 
     def account(self, records: list[FaceRecord]) -> None:
         """Count the frame's faces in the Anonymizer's run report."""

@@ -5,12 +5,14 @@ Per frame, on the pipeline thread:
 1. take the newest captured frame (the capture keeps one; older frames are dropped there, so the
    input never queues); a frame older than ``max_age_ms`` is skipped as stale;
 2. **locate** faces (detection + tracking) synchronously: this is what must never be skipped;
-3. **render** (the generative method) in a worker thread, with ``budget_ms`` to finish. If it
-   does not, the frame is output with every located face pixelated (``late``), and while that late
-   job still runs, following frames are pixelated at once (``busy``) instead of waiting. A render
-   that raises also falls back to pixelation. So every output frame has every located face either
-   regenerated or pixelated — never raw — and capture→output latency is bounded by about one input
-   frame interval + locate time + budget + sink time (measured: ``LiveStats.latency_ms``);
+3. **render** (the generative method) in the shared worker (:class:`~.batcher.RenderBatcher`,
+   which batches the faces of every source together), with ``budget_ms`` to finish. Faces whose
+   generation is done by then keep it; the others are pixelated (``late``, counted per face); a job
+   that had not even started is withdrawn. While a late job still runs, the source's following
+   frames are pixelated at once (``busy``) instead of waiting. A render that raises, or a round the
+   watchdog abandons, also falls back to pixelation. So every output frame has every located face
+   either regenerated or pixelated — never raw — and capture→output latency is bounded by about
+   one input frame interval + locate time + budget + sink time (measured: ``LiveStats.latency_ms``);
 4. hand the frame to every sink. While the source is down (or sends nothing for
    ``no_signal_after_ms``), "no signal" cards are output at the stream's rate instead — never a
    stale raw frame.
@@ -22,16 +24,16 @@ import logging
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
 
+from .batcher import RenderBatcher, RenderJob, cover
 from .engine import LiveEngine
 from .sinks import OutputFrame, Sink, no_signal_frame
 from .sources import Capture
 from .stats import LiveStats
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ class LiveConfig:
     no_signal_after_ms: float = 1000.0  # without a frame for this long, output "no signal" cards
     default_size: tuple[int, int] = (640, 360)  # no-signal card size before any frame was seen
     stats_every: float = 0.0  # seconds between console stats lines; 0: none
+    chunk_faces: int = 4  # faces per model call (smaller: finer per-face deadline; larger: GPU throughput)
+    gather_ms: float = 5.0  # how long the shared worker waits for the other sources' faces of a tick
+    capture_stall_s: float = 10.0  # watchdog: restart the capture after this long inside one open/read (0: off)
+    render_stuck_s: float = 60.0  # watchdog: abandon a model round running this long (0: off)
 
 
 class LivePipeline:
@@ -53,7 +59,10 @@ class LivePipeline:
     :meth:`stop` is called (from any thread or a signal handler). ``run`` closes the sinks."""
 
     def __init__(self, engine: LiveEngine, capture: Capture, sinks: list[Sink], config: LiveConfig | None = None,
-                 stats: LiveStats | None = None, name: str | None = None) -> None:
+                 stats: LiveStats | None = None, name: str | None = None,
+                 batcher: RenderBatcher | None = None) -> None:
+        """``batcher``: the render worker shared with other pipelines (and watched by the caller's
+        watchdog, see :func:`run_all`); by default the pipeline makes and watches its own."""
         self.engine = engine
         self.capture = capture
         self.sinks = list(sinks)
@@ -61,8 +70,16 @@ class LivePipeline:
         self.stats = stats or LiveStats()
         self.name = name or capture.source.name
         self._stop = threading.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-render")
-        self._pending: Future | None = None  # a late render still running
+        self._own_batcher = batcher is None and engine.generative
+        if self._own_batcher:
+            batcher = RenderBatcher(engine.anonymizer, chunk_faces=self.config.chunk_faces,
+                                    gather_s=self.config.gather_ms / 1000.0)
+        self.batcher = batcher
+        self.watchdog = Watchdog(on_restart=self._on_restart)
+        self.watchdog.watch(capture, self.config.capture_stall_s)
+        if self._own_batcher:
+            self.watchdog.watch(batcher, self.config.render_stuck_s)
+        self._job: RenderJob | None = None  # a late job still running
         self._generation = 0
         self._size: tuple[int, int] | None = None
         self._last_emit = 0.0
@@ -85,6 +102,7 @@ class LivePipeline:
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> LiveStats:
         self.capture.start()
+        self.watchdog.start()
         try:
             while not self._stop.is_set():
                 item = self.capture.get(timeout=min(0.05, 0.5 / self.fps))
@@ -111,9 +129,11 @@ class LivePipeline:
 
     def close(self) -> None:
         self._stop.set()
+        self.watchdog.stop()
         self.capture.stop()
         self._sync_capture_counters()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_batcher:
+            self.batcher.close()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -133,29 +153,37 @@ class LivePipeline:
             out, records = engine.render(image, tracks)
         elif not tracks:
             out, records = image.copy(), []
-        elif self._pending is not None and not self._pending.done():
-            out, records = engine.cover(image, tracks, "busy")
+        elif self._job is not None and not self._job.finished.is_set():
+            out, records = cover(image, tracks, "busy")
             self.stats.busy_frames += 1
             late = True
         else:
-            self._pending = None
-            future = self._executor.submit(engine.render, image, tracks)
-            try:
-                out, records = future.result(timeout=self.budget)
-            except FutureTimeout:
-                self._pending = future
-                out, records = engine.cover(image, tracks, "late")
+            self._job = None
+            job = self.batcher.submit(image, tracks)
+            if not job.finished.wait(self.budget) and self.batcher.cancel(job):
+                out, records = cover(image, tracks, "late")  # it never started: nothing to keep
+                n_late = len(records)
+            else:
+                out, records, n_late = job.take("late")
+                if not job.finished.is_set():
+                    self._job = job  # still running: the next frames are 'busy' until it ends
+            if job.error:
+                self.stats.render_errors += 1
+                if self.stats.render_errors <= 5:
+                    log.error("%s: anonymization failed (%s), the frame's faces are pixelated", self.name, job.error)
+                late = True
+            elif n_late:
                 self.stats.late_frames += 1
                 late = True
-            except Exception as exc:  # noqa: BLE001 - fail closed
-                log.error("%s: anonymization failed, pixelating the frame's faces: %s", self.name, exc)
-                out, records = engine.cover(image, tracks, "render_error")
         engine.account(records)
         self.stats.faces += len(records)
         for rec in records:
             if rec.fallback:
                 self.stats.fallbacks[rec.fallback.split(":")[0]] += 1
         self._emit(OutputFrame(out, time.monotonic(), seq, t_capture, "frame", records, late))
+
+    def _on_restart(self, stage) -> None:
+        self.stats.watchdog_restarts += 1
 
     def _maybe_no_signal(self, now: float) -> None:
         if now - self._last_frame < self.config.no_signal_after_ms / 1000.0:
@@ -202,14 +230,32 @@ class LivePipeline:
             print(f"[{self.name}] {self.stats.line()}", file=sys.stderr, flush=True)
 
 
-def run_all(pipelines: list[LivePipeline]) -> list[LiveStats]:
-    """Run several pipelines (one per source) in threads until all end; ``stop()`` each to end."""
-    if len(pipelines) == 1:
-        return [pipelines[0].run()]
-    threads = [threading.Thread(target=p.run, name=f"live:{p.name}", daemon=True) for p in pipelines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(timeout=0.2)
-    return [p.stats for p in pipelines]
+def run_all(pipelines: list[LivePipeline], shared: RenderBatcher | None = None,
+            render_stuck_s: float = 60.0) -> list[LiveStats]:
+    """Run several pipelines (one per source) in threads until all end; ``stop()`` each to end.
+    ``shared``: their common render worker, watched here and closed at the end."""
+    watchdog = Watchdog(on_restart=lambda stage: setattr(pipelines[0].stats, "watchdog_restarts",
+                                                          pipelines[0].stats.watchdog_restarts + 1))
+    if shared is not None:
+        watchdog.watch(shared, render_stuck_s).start()
+    try:
+        if len(pipelines) == 1:
+            return [pipelines[0].run()]
+        threads = [threading.Thread(target=p.run, name=f"live:{p.name}", daemon=True) for p in pipelines]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.2)
+        except BaseException:  # Ctrl-C twice: still let every pipeline finish its segment (briefly)
+            for p in pipelines:
+                p.stop()
+            for t in threads:
+                t.join(timeout=5.0)
+            raise
+        return [p.stats for p in pipelines]
+    finally:
+        watchdog.stop()
+        if shared is not None:
+            shared.close()

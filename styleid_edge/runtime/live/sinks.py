@@ -1,4 +1,5 @@
-"""Where anonymized live frames go: segmented files, an MJPEG HTTP stream, a window.
+"""Where anonymized live frames go: segmented files, an MJPEG HTTP stream, an encoded network
+stream (MPEG-TS over UDP, or a push to an RTSP/RTMP/SRT server), a window.
 
 A sink gets every output frame (:class:`OutputFrame`, already anonymized or a "no signal" card)
 through ``write`` and is finished by ``close``. Sinks never see a raw input frame.
@@ -7,6 +8,8 @@ through ``write`` and is finished by ``close``. Sinks never see a raw input fram
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -222,7 +225,151 @@ class MJPEGServer:
 
 
 # --------------------------------------------------------------------------------------------
+# encoded network streams
+
+STREAM_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp",
+                  "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv"}
+
+
+class StreamSink:
+    """Encodes the output as low-latency H.264 and sends it to ``url``: MPEG-TS over UDP
+    (``udp://127.0.0.1:5000``: any player or ``styleid-edge live udp://...`` reads it), or a push
+    to a server (``rtsp://server:8554/name`` with ANNOUNCE/RECORD, e.g. MediaMTX; ``rtmp://``,
+    ``srt://``). FFmpeg in the PyAV wheel has no RTSP *server* for output: to offer RTSP to
+    several players, push to one. A keyframe every ``gop_seconds`` lets a late viewer start.
+
+    The stream opens on the first frame (its size) and reopens when the size changes. When the
+    connection fails, frames are skipped (counted in ``frames_skipped``) and it reconnects after a
+    back-off delay; the error is raised once per failure so the pipeline counts it.
+    """
+
+    def __init__(self, url: str, fps: float = 25.0, *, format: str | None = None, bitrate: str | None = None,
+                 crf: int = 23, gop_seconds: float = 1.0, options: dict[str, str] | None = None,
+                 retry_initial: float = 0.5, retry_max: float = 10.0) -> None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        self.format = format or STREAM_FORMATS.get(scheme)
+        if self.format is None:
+            raise ValueError(f"cannot stream to {url!r}: use udp://HOST:PORT, rtsp://, rtmp:// or srt:// "
+                             "(or give the FFmpeg format)")
+        if scheme == "udp" and "pkt_size" not in url:
+            url += ("&" if "?" in url else "?") + "pkt_size=1316"  # 7 TS packets: no IP fragmentation
+        self.url = url
+        self.fps = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
+        self.bitrate, self.crf, self.gop_seconds = bitrate, crf, gop_seconds
+        self.options = dict(options or {})
+        if self.format == "rtsp":
+            self.options.setdefault("rtsp_transport", "tcp")
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.frames_written = 0
+        self.frames_skipped = 0
+        self.failures = 0
+        self._container = None
+        self._stream = None
+        self._size: tuple[int, int] | None = None
+        self._t0 = 0.0
+        self._last_pts = -1
+        self._retry_at = 0.0
+        self._delay = retry_initial
+
+    def _open(self, width: int, height: int, t: float) -> None:
+        import av
+
+        container = av.open(self.url, mode="w", format=self.format, options=self.options)
+        try:
+            stream = container.add_stream("libx264", rate=self.fps)
+            stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
+            stream.time_base = Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
+            opts = {"preset": "ultrafast", "tune": "zerolatency",
+                    "g": str(max(1, round(float(self.fps) * self.gop_seconds))), "bf": "0"}
+            if self.bitrate:
+                opts.update({"b": self.bitrate, "maxrate": self.bitrate, "bufsize": self.bitrate})
+            else:
+                opts["crf"] = str(self.crf)
+            stream.options = opts
+        except BaseException:
+            container.close()
+            raise
+        self._container, self._stream = container, stream
+        self._size, self._t0, self._last_pts = (width, height), t, -1
+        log.info("streaming %dx%d H.264 to %s (%s)", width, height, self.url, self.format)
+
+    def _close_stream(self, flush: bool) -> None:
+        container, self._container = self._container, None
+        stream, self._stream = self._stream, None
+        if container is None:
+            return
+        try:
+            if flush and stream is not None:
+                for packet in stream.encode(None):
+                    container.mux(packet)
+        except Exception as exc:  # noqa: BLE001 - the peer may be gone
+            log.debug("%s: flushing failed: %s", self.url, exc)
+        try:
+            container.close()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s: close failed: %s", self.url, exc)
+
+    def write(self, frame: OutputFrame) -> None:
+        from ..video import bgr_to_yuv_frame
+
+        h, w = frame.image.shape[:2]
+        now = frame.t_output
+        if self._container is not None and (w, h) != self._size:
+            self._close_stream(flush=True)
+        if self._container is None:
+            if now < self._retry_at:
+                self.frames_skipped += 1
+                return
+            try:
+                self._open(w, h, now)
+            except Exception as exc:
+                self._failed(now)
+                raise RuntimeError(f"cannot stream to {self.url}: {exc}; retrying in {self._delay:g} s") from exc
+        image = frame.image
+        if w % 2 or h % 2:
+            image = cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+        pts = max(self._last_pts + 1, round((now - self._t0) * 1000))
+        yuv = bgr_to_yuv_frame(image)
+        yuv.pts, yuv.time_base = pts, Fraction(1, 1000)
+        try:
+            for packet in self._stream.encode(yuv):
+                self._container.mux(packet)
+        except Exception as exc:
+            self._close_stream(flush=False)
+            self._failed(now)
+            raise RuntimeError(f"streaming to {self.url} failed: {exc}; reconnecting in {self._delay:g} s") from exc
+        self._last_pts = pts
+        self.frames_written += 1
+        self._delay = self.retry_initial
+
+    def _failed(self, now: float) -> None:
+        self.failures += 1
+        self._retry_at = now + self._delay
+        self._delay = min(self.retry_max, self._delay * 2)
+
+    def close(self) -> None:
+        self._close_stream(flush=True)
+
+
+# --------------------------------------------------------------------------------------------
 # window
+
+
+def check_gui() -> None:
+    """Raise a RuntimeError that says what to do when no window can be shown: an OpenCV built
+    without a GUI (opencv-python-headless), or no display to show it on."""
+    info = cv2.getBuildInformation()
+    gui = ""
+    if "GUI:" in info:
+        gui = info.split("GUI:", 1)[1].splitlines()[0].strip()
+    if gui.upper() == "NONE":
+        raise RuntimeError("--show needs an OpenCV with a GUI, but this one is built without (GUI: NONE, e.g. "
+                           "opencv-python-headless): install opencv-python instead, or watch the output with "
+                           "--serve-mjpeg 8080 and a browser")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RuntimeError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set (a headless "
+                           "machine or an SSH session without -X): use --serve-mjpeg 8080 and a browser instead")
 
 
 class WindowSink:
@@ -232,6 +379,7 @@ class WindowSink:
     def __init__(self, title: str = "styleid-edge live", on_quit=None) -> None:
         self.title = title
         self.on_quit = on_quit
+        check_gui()
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:

@@ -39,6 +39,9 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+    def clone(self) -> FrameSource:
+        """A fresh, unopened source reading the same thing (optional; the watchdog needs it)."""
+
 
 # --------------------------------------------------------------------------------------------
 # sources
@@ -59,6 +62,10 @@ class FileSource:
         self._reader = None
         self._t0 = 0.0
         self._first_time: float | None = None
+
+    def clone(self) -> FileSource:
+        """A fresh, unopened copy (the watchdog reopens a stuck source through it)."""
+        return FileSource(self.path, loop=self.loop, realtime=self.realtime)
 
     def open(self) -> float | None:
         from ..video import VideoReader
@@ -115,15 +122,23 @@ class AVSource:
         self._container = None
         self._frames = None
 
+    def clone(self) -> AVSource:
+        return AVSource(self.url, options=self.options, format=self.format, timeout=self.timeout,
+                        max_bad_packets=self.max_bad_packets)
+
     def open(self) -> float | None:
         import av
 
         from ..video import yuv_frame_to_bgr
 
         self.close()
+        # Listening for a push (rtsp_flags=listen) waits with FFmpeg's own listen_timeout: PyAV's
+        # interrupt-based timeout breaks that handshake.
+        listening = "listen" in str(self.options.get("rtsp_flags", "")) or self.options.get("listen") == "1"
         try:
             self._container = av.open(self.url, mode="r", format=self.format, options=self.options,
-                                      timeout=(self.timeout, self.timeout), metadata_errors="ignore")
+                                      timeout=None if listening else (self.timeout, self.timeout),
+                                      metadata_errors="ignore")
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"cannot open {self.url}: {exc}; check the address and that the stream is up")
         if not self._container.streams.video:
@@ -195,6 +210,9 @@ class CameraSource:
         self.device = device
         self.name = f"camera {device}"
         self._cap = None
+
+    def clone(self) -> CameraSource:
+        return CameraSource(self.device)
 
     def open(self) -> float | None:
         import cv2
@@ -279,10 +297,15 @@ class Capture:
     before it is taken is dropped and counted in ``dropped`` — the input side drops, it never
     queues. On errors the source is closed and reopened after a back-off delay; ``state`` is
     'connecting', 'live', 'reconnecting', 'ended' (finite stream done) or 'stopped'.
+
+    It is a watchdog stage: ``stuck_for`` says how long the thread has been inside one ``open``
+    or ``read``; ``restart`` abandons that thread (a blocked read cannot be interrupted) and reads
+    a fresh copy of the source (``source.clone()``) in a new one.
     """
 
     def __init__(self, source: FrameSource, backoff: Backoff | None = None, *, reconnect: bool = True) -> None:
         self.source = source
+        self.name = f"capture {source.name}"
         self.backoff = backoff or Backoff()
         self.reconnect = reconnect
         self.state = "connecting"
@@ -290,6 +313,7 @@ class Capture:
         self.frames_read = 0
         self.dropped = 0
         self.reconnects = 0  # successful reopenings after the first connection
+        self.restarts = 0  # watchdog restarts (a stuck open/read abandoned)
         self.errors: list[str] = []
         self.generation = 0
         self.last_frame_time: float | None = None
@@ -297,7 +321,13 @@ class Capture:
         self._latest: Captured | None = None
         self._stop = threading.Event()
         self._started = False
-        self._thread = threading.Thread(target=self._run, name=f"capture:{source.name}", daemon=True)
+        self._token = 0
+        self._busy_since: float | None = None  # inside source.open()/read() since then
+        self._thread = self._make_thread()
+
+    def _make_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, args=(self._token, self.source),
+                                name=f"capture:{self.source.name}", daemon=True)
 
     def start(self) -> Capture:
         """Start reading (once; later calls do nothing)."""
@@ -331,9 +361,40 @@ class Capture:
             item, self._latest = self._latest, None
             return item
 
-    def _put(self, image: np.ndarray) -> None:
+    # -- watchdog stage ---------------------------------------------------------------------------
+    def stuck_for(self, now: float) -> float:
+        since = self._busy_since
+        if since is None or self._stop.is_set() or self.state in ("ended", "stopped"):
+            return 0.0
+        return now - since
+
+    def restart(self, reason: str) -> None:
+        clone = getattr(self.source, "clone", None)
+        if clone is None:
+            raise RuntimeError(f"{self.source.name} cannot be reopened by the watchdog (no clone())")
+        fresh = clone()
+        with self._cond:
+            if self._stop.is_set():
+                return
+            self._token += 1
+            self.source = fresh
+            self._busy_since = None
+            self.restarts += 1
+            self.state = "reconnecting"
+            self._thread = self._make_thread()
+            self._cond.notify_all()
+        log.error("%s: capture restarted by the watchdog (%s)", fresh.name, reason)
+        self._thread.start()
+
+    # -- capture thread ---------------------------------------------------------------------------
+    def _current(self, token: int) -> bool:
+        return token == self._token and not self._stop.is_set()
+
+    def _put(self, image: np.ndarray, token: int) -> None:
         now = time.monotonic()
         with self._cond:
+            if token != self._token:
+                return  # an abandoned thread came back: its frame is not shown
             if self._latest is not None:
                 self.dropped += 1
             self._latest = Captured(image, self.frames_read, now, self.generation)
@@ -341,58 +402,78 @@ class Capture:
             self.last_frame_time = now
             self._cond.notify_all()
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, token: int) -> None:
         with self._cond:
-            self.state = state
-            self._cond.notify_all()
+            if token == self._token:
+                self.state = state
+                self._cond.notify_all()
 
-    def _run(self) -> None:
+    def _busy(self, token: int, busy: bool) -> None:
+        if token == self._token:
+            self._busy_since = time.monotonic() if busy else None
+
+    def _run(self, token: int, source: FrameSource) -> None:
         delays = self.backoff.delays()
-        while not self._stop.is_set():
+        while self._current(token):
+            self._busy(token, True)
             try:
-                fps = self.source.open()
+                fps = source.open()
             except Exception as exc:  # noqa: BLE001 - any failure to open: wait and retry
-                self._failed(f"open: {exc}")
+                self._busy(token, False)
+                if not self._current(token):
+                    break
+                self._failed(f"open: {exc}", token)
                 if not self.reconnect or self._stop.wait(next(delays)):
                     break
                 continue
-            self.fps = fps or self.fps
-            self.generation += 1
-            if self.generation > 1:
+            if not self._current(token):
+                break
+            with self._cond:
+                self.fps = fps or self.fps
+                self.generation += 1
+                generation = self.generation
+            if generation > 1:
                 self.reconnects += 1
-                log.warning("%s: reconnected (attempt %d)", self.source.name, self.reconnects)
-            self._set_state("live")
+                log.warning("%s: reconnected (attempt %d)", source.name, self.reconnects)
+            self._set_state("live", token)
             got = 0
             try:
-                while not self._stop.is_set():
-                    image = self.source.read()
+                while self._current(token):
+                    self._busy(token, True)
+                    image = source.read()
                     if image is None:
-                        self._close_source()
-                        self._set_state("ended")
+                        self._busy(token, False)
+                        self._close_source(source)
+                        self._set_state("ended", token)
                         return
-                    self._put(image)
+                    self._put(image, token)
                     got += 1
             except Exception as exc:  # noqa: BLE001 - source died: reconnect
-                self._failed(f"read: {exc}")
-            self._close_source()
+                if self._current(token):
+                    self._failed(f"read: {exc}", token)
+            self._busy(token, False)
+            self._close_source(source)
+            if not self._current(token):
+                return
             if got:
                 delays = self.backoff.delays()  # it worked for a while: start back-off afresh
             if not self.reconnect:
                 break
             if self._stop.wait(next(delays)):
                 break
-        self._close_source()
-        if self.state != "ended":
-            self._set_state("stopped")
+        self._busy(token, False)
+        self._close_source(source)
+        if token == self._token and self.state != "ended":
+            self._set_state("stopped", token)
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, token: int) -> None:
         self.errors.append(message)
         del self.errors[:-50]  # keep memory flat over long runs
         log.warning("%s: %s; reconnecting with back-off", self.source.name, message)
-        self._set_state("reconnecting")
+        self._set_state("reconnecting", token)
 
-    def _close_source(self) -> None:
+    def _close_source(self, source: FrameSource) -> None:
         try:
-            self.source.close()
+            source.close()
         except Exception as exc:  # noqa: BLE001
-            log.debug("%s: close failed: %s", self.source.name, exc)
+            log.debug("%s: close failed: %s", source.name, exc)

@@ -49,9 +49,11 @@ class LiveStats:
     no_signal_frames: int = 0
     faces: int = 0
     fallbacks: Counter = field(default_factory=Counter)  # reason -> faces pixelated instead
-    late_frames: int = 0  # frames whose generative step missed the deadline (all faces pixelated)
+    late_frames: int = 0  # frames with at least one face pixelated because its generation missed the deadline
     busy_frames: int = 0  # frames pixelated because the generator was still on a late frame
+    render_errors: int = 0  # frames whose model round failed or was abandoned (faces pixelated)
     reconnects: int = 0
+    watchdog_restarts: int = 0  # stuck stages (capture, render worker) restarted
     sink_errors: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -83,7 +85,8 @@ class LiveStats:
             "frames_in": self.frames_in, "frames_out": self.frames_out, "frames_dropped": self.frames_dropped,
             "frames_stale": self.frames_stale, "no_signal_frames": self.no_signal_frames,
             "faces": self.faces, "fallbacks": dict(self.fallbacks), "late_frames": self.late_frames,
-            "busy_frames": self.busy_frames, "reconnects": self.reconnects, "sink_errors": self.sink_errors,
+            "busy_frames": self.busy_frames, "render_errors": self.render_errors, "reconnects": self.reconnects,
+            "watchdog_restarts": self.watchdog_restarts, "sink_errors": self.sink_errors,
             "latency_ms": self.latency_ms(),
         }
 
@@ -100,7 +103,7 @@ class LiveStats:
             lines.append(f"{prefix}_{name}{labels} {value}\n")
 
         for key in ("frames_in", "frames_out", "frames_dropped", "frames_stale", "no_signal_frames", "faces",
-                    "late_frames", "busy_frames", "reconnects", "sink_errors"):
+                    "late_frames", "busy_frames", "render_errors", "reconnects", "watchdog_restarts", "sink_errors"):
             metric(f"{key}_total", "counter", s[key])
         for reason, n in sorted(s["fallbacks"].items()):
             metric("fallbacks_total", "counter", n, f'{{reason="{reason}"}}')
@@ -117,4 +120,5 @@ class LiveStats:
         return (f"fps in {s['fps_in']:.1f} out {s['fps_out']:.1f} | frames {s['frames_out']}/{s['frames_in']} "
                 f"dropped {s['frames_dropped']} no-signal {s['no_signal_frames']} | faces {s['faces']} "
                 f"fallbacks {fb} (late frames {s['late_frames']}, busy {s['busy_frames']}) | latency ms "
-                f"p50 {lat['p50']:.0f} p95 {lat['p95']:.0f} p99 {lat['p99']:.0f} | reconnects {s['reconnects']}")
+                f"p50 {lat['p50']:.0f} p95 {lat['p95']:.0f} p99 {lat['p99']:.0f} | reconnects {s['reconnects']}"
+                + (f" | watchdog restarts {s['watchdog_restarts']}" if s["watchdog_restarts"] else ""))

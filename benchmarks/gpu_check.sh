@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: the GPU tests, then `styleid-edge bench --device cuda` at 256 and 1024 px,
+# batch 1 and 8, JSON into $OUT (default ./gpu_check_out). Installs nothing; runs from the repository root
+# with PYTHONPATH=. (the package need not be installed). Without PyAV the video stages are skipped (noted in
+# the JSON); without the YuNet model the detect stage is skipped and faces are placed at known landmarks.
+#
+#   bash benchmarks/gpu_check.sh            # about 3-5 minutes on an H100
+#   OUT=/tmp/res bash benchmarks/gpu_check.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_check_out}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+START=$(date +%s)
+elapsed() { echo $(( $(date +%s) - START )); }
+log() { echo "[gpu_check $(elapsed)s] $*" | tee -a "$OUT/summary.txt"; }
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi: not available"
+  "$PY" - <<'PYEOF' 2>&1
+import importlib, platform
+print("python", platform.python_version())
+for name in ("torch", "onnx", "onnxruntime", "cv2", "numpy", "av", "pytest", "tensorrt"):
+    try:
+        m = importlib.import_module(name)
+        print(name, getattr(m, "__version__", "?"))
+    except Exception as exc:
+        print(name, "MISSING", type(exc).__name__)
+import torch
+print("cuda available", torch.cuda.is_available(), torch.version.cuda,
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+PYEOF
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+# 1. GPU tests (skipped without pytest)
+if "$PY" -c "import pytest" 2>/dev/null; then
+  log "pytest -m gpu"
+  timeout 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_torch_backend.py \
+      --junitxml="$OUT/gpu_tests.xml" > "$OUT/gpu_tests.txt" 2>&1
+  echo "gpu tests exit $?" | tee -a "$OUT/summary.txt"
+  tail -n 15 "$OUT/gpu_tests.txt"
+else
+  log "pytest is not installed: GPU tests skipped"
+fi
+
+# 2. bench: through the CLI when `bench` is wired, else through its register function
+if "$PY" -m styleid_edge bench --help > /dev/null 2>&1; then
+  BENCH=("$PY" -m styleid_edge bench)
+else
+  BENCH=("$PY" -c "import argparse, sys
+from styleid_edge.bench.cli import register_bench
+p = argparse.ArgumentParser(prog='styleid-edge'); register_bench(p.add_subparsers())
+a = p.parse_args(['bench'] + sys.argv[1:]); sys.exit(a.func(a))")
+fi
+
+for RES in 256 1024; do
+  log "bench --device cuda --resolution $RES --batches 1,8"
+  timeout 300 "${BENCH[@]}" --device cuda --resolution "$RES" --channel-multiplier 2 --batches 1,8 --repeats 20 \
+      --warmup 5 --frames 10 --json "$OUT/bench_cuda_${RES}.json" > "$OUT/bench_cuda_${RES}.txt" 2>&1
+  echo "bench $RES exit $?" | tee -a "$OUT/summary.txt"
+  cat "$OUT/bench_cuda_${RES}.txt" | grep -v "^WARNING" | tail -n 30
+done
+
+# 3. variants at 1024 px when time allows: fp32 eager torch backend, and channels_last fp16
+if [ "$(elapsed)" -lt 330 ]; then
+  log "bench 1024 channels_last=1 (no baseline)"
+  timeout 150 "${BENCH[@]}" --device cuda --resolution 1024 --batches 1,8 --repeats 20 --warmup 5 --frames 2 --no-baseline \
+      --backend-option channels_last=1 --json "$OUT/bench_cuda_1024_channels_last.json" \
+      > "$OUT/bench_cuda_1024_channels_last.txt" 2>&1
+  echo "bench 1024 channels_last exit $?" | tee -a "$OUT/summary.txt"
+  grep -E "ms_per_face|ratio|check" "$OUT/bench_cuda_1024_channels_last.txt" | head -n 12
+fi
+log "done; results in $OUT"

@@ -1,0 +1,277 @@
+// styleid-edge-rt - the native runtime's command line: image, video file, RTSP URL or camera in;
+// image or video file out. Flags follow `styleid-edge anonymize` where they apply.
+//
+// Three threads: decode | anonymize (this thread) | encode, joined by bounded queues over a fixed pool
+// of frame buffers, so memory stays flat and nothing is allocated per frame once the pool is full.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "styleid_edge.h"
+
+namespace {
+
+const char *kUsage =
+    "usage: styleid-edge-rt INPUT -o OUTPUT [options]\n"
+    "  INPUT            image (.jpg/.png/.bmp), video file, rtsp:// URL or camera index (0)\n"
+    "  -o, --output     output image or video file (.mp4, .avi, .mkv)\n"
+    "  --pack DIR       model pack directory (default: $STYLEID_EDGE_PACK)\n"
+    "  --method M       latent (default) or pixelate\n"
+    "  --strength F     privacy knob in (0,1]: share of identity channels swapped (default: pack's, else 0.5)\n"
+    "  --seed N         seed of the pseudo-identities (one per tracked person), default 0\n"
+    "  --detector PATH  fp32 YuNet ONNX (default: PACK/detector.onnx)\n"
+    "  --thresh F       detection score threshold (default 0.5)\n"
+    "  --min-face N     faces smaller than this (px) are pixelated (default 24)\n"
+    "  --report FILE    write a JSON report (frames, faces, methods, fallbacks, seconds)\n"
+    "  --threads N      inference threads (default: OpenVINO's)\n"
+    "  --device NAME    OpenVINO device (default CPU)\n"
+    "  --max-frames N   stop after N frames (cameras and streams)\n"
+    "  -q, --quiet      no progress output\n";
+
+struct Args {
+    std::string input, output, pack, method = "latent", detector, report, device;
+    float strength = -1.f, thresh = 0.5f;
+    unsigned long long seed = 0;
+    int min_face = 24, threads = 0;
+    long max_frames = -1;
+    bool quiet = false;
+};
+
+[[noreturn]] void usage_error(const std::string &msg) {
+    std::fprintf(stderr, "styleid-edge-rt: %s\n%s", msg.c_str(), kUsage);
+    std::exit(2);
+}
+
+Args parse(int argc, char **argv) {
+    Args a;
+    auto value = [&](int &i) -> std::string {
+        if (i + 1 >= argc) usage_error(std::string(argv[i]) + " needs a value");
+        return argv[++i];
+    };
+    for (int i = 1; i < argc; ++i) {
+        std::string k = argv[i];
+        try {
+            if (k == "-h" || k == "--help") { std::printf("%s", kUsage); std::exit(0); }
+            else if (k == "-o" || k == "--output") a.output = value(i);
+            else if (k == "--pack") a.pack = value(i);
+            else if (k == "--method") a.method = value(i);
+            else if (k == "--strength") a.strength = std::stof(value(i));
+            else if (k == "--seed") a.seed = std::stoull(value(i));
+            else if (k == "--detector") a.detector = value(i);
+            else if (k == "--thresh") a.thresh = std::stof(value(i));
+            else if (k == "--min-face") a.min_face = std::stoi(value(i));
+            else if (k == "--report") a.report = value(i);
+            else if (k == "--threads") a.threads = std::stoi(value(i));
+            else if (k == "--device") a.device = value(i);
+            else if (k == "--max-frames") a.max_frames = std::stol(value(i));
+            else if (k == "-q" || k == "--quiet") a.quiet = true;
+            else if (!k.empty() && k[0] == '-' && k != "-") usage_error("unknown option " + k);
+            else if (a.input.empty()) a.input = k;
+            else usage_error("unexpected argument " + k);
+        } catch (const std::logic_error &) {
+            usage_error("bad value for " + k);
+        }
+    }
+    if (a.input.empty() || a.output.empty()) usage_error("INPUT and -o OUTPUT are required");
+    if (a.pack.empty()) {
+        const char *env = std::getenv("STYLEID_EDGE_PACK");
+        if (!env || !*env) usage_error("no model pack: pass --pack DIR or set STYLEID_EDGE_PACK");
+        a.pack = env;
+    }
+    if (a.method != "latent" && a.method != "pixelate") usage_error("--method must be latent or pixelate");
+    return a;
+}
+
+// A bounded FIFO of buffer indices with a close flag.
+class IndexQueue {
+public:
+    void push(int v) {
+        std::lock_guard<std::mutex> lock(m_);
+        q_.push_back(v);
+        cv_.notify_one();
+    }
+    bool pop(int &v) {  // false when closed and empty
+        std::unique_lock<std::mutex> lock(m_);
+        cv_.wait(lock, [&] { return !q_.empty() || closed_; });
+        if (q_.empty()) return false;
+        v = q_.front();
+        q_.pop_front();
+        return true;
+    }
+    void close() {
+        std::lock_guard<std::mutex> lock(m_);
+        closed_ = true;
+        cv_.notify_all();
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<int> q_;
+    bool closed_ = false;
+};
+
+struct Totals {
+    long frames = 0, faces = 0, held = 0;
+    std::map<std::string, long> by_method, fallbacks;
+};
+
+const char *fallback_name(int f) {
+    switch (f) {
+        case STYLEID_EDGE_FALLBACK_TOO_SMALL: return "too_small";
+        case STYLEID_EDGE_FALLBACK_NO_LANDMARKS: return "no_landmarks";
+        case STYLEID_EDGE_FALLBACK_PROFILE: return "profile";
+        case STYLEID_EDGE_FALLBACK_ALIGN_ERROR: return "align_error";
+        case STYLEID_EDGE_FALLBACK_MODEL_ERROR: return "model_error";
+        case STYLEID_EDGE_FALLBACK_PASTE_ERROR: return "paste_error";
+        default: return "none";
+    }
+}
+
+void count_faces(styleid_edge *rt, Totals &t) {
+    styleid_edge_face faces[256];
+    size_t n = 0;
+    styleid_edge_get_faces(rt, faces, 256, &n);
+    t.frames += 1;
+    for (size_t i = 0; i < n && i < 256; ++i) {
+        t.faces += 1;
+        t.held += faces[i].held;
+        t.by_method[faces[i].method == STYLEID_EDGE_METHOD_LATENT ? "latent" : "pixelate"] += 1;
+        if (faces[i].fallback) t.fallbacks[fallback_name(faces[i].fallback)] += 1;
+    }
+}
+
+void write_report(const Args &a, const Totals &t, double seconds, const std::string &error) {
+    if (a.report.empty()) return;
+    std::ofstream out(a.report);
+    auto map_json = [](const std::map<std::string, long> &m) {
+        std::string s = "{";
+        for (const auto &kv : m) s += (s.size() > 1 ? ", " : "") + ("\"" + kv.first + "\": " + std::to_string(kv.second));
+        return s + "}";
+    };
+    out << "{\n  \"runtime\": \"styleid-edge-rt " << styleid_edge_version() << "\",\n"
+        << "  \"method\": \"" << a.method << "\",\n  \"frames\": " << t.frames << ",\n  \"faces\": " << t.faces
+        << ",\n  \"faces_held\": " << t.held << ",\n  \"by_method\": " << map_json(t.by_method)
+        << ",\n  \"fallbacks\": " << map_json(t.fallbacks) << ",\n  \"seconds\": " << seconds
+        << ",\n  \"error\": " << (error.empty() ? "null" : "\"" + error + "\"") << "\n}\n";
+}
+
+int fail(const std::string &what) {
+    std::fprintf(stderr, "styleid-edge-rt: %s: %s\n", what.c_str(), styleid_edge_last_error());
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    Args a = parse(argc, argv);
+    styleid_edge_options opt;
+    styleid_edge_options_init(&opt);
+    opt.method = a.method == "latent" ? STYLEID_EDGE_METHOD_LATENT : STYLEID_EDGE_METHOD_PIXELATE;
+    opt.strength = a.strength;
+    opt.seed = a.seed;
+    opt.detector_threshold = a.thresh;
+    opt.min_face = a.min_face;
+    opt.num_threads = a.threads;
+    if (!a.detector.empty()) opt.detector_path = a.detector.c_str();
+    if (!a.device.empty()) opt.device = a.device.c_str();
+    const auto start = std::chrono::steady_clock::now();
+    auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+
+    styleid_edge *rt = nullptr;
+    if (styleid_edge_create(a.pack.c_str(), &opt, &rt) != STYLEID_EDGE_OK) return fail("loading " + a.pack);
+    styleid_edge_info info;
+    styleid_edge_get_info(rt, &info);
+    if (info.synthetic && !a.quiet)
+        std::fprintf(stderr, "styleid-edge-rt: model pack %s is SYNTHETIC (random weights): faces are replaced by "
+                             "generated textures, not natural faces\n", a.pack.c_str());
+
+    styleid_edge_reader *reader = nullptr;
+    int width = 0, height = 0;
+    double fps = 30;
+    if (styleid_edge_reader_open(a.input.c_str(), &reader, &width, &height, &fps) != STYLEID_EDGE_OK) {
+        styleid_edge_destroy(rt);
+        return fail("opening " + a.input);
+    }
+    styleid_edge_reset(rt, static_cast<float>(fps));
+    styleid_edge_writer *writer = nullptr;
+    if (styleid_edge_writer_open(a.output.c_str(), width, height, fps, &writer) != STYLEID_EDGE_OK) {
+        styleid_edge_reader_close(reader);
+        styleid_edge_destroy(rt);
+        return fail("creating " + a.output);
+    }
+
+    constexpr int kPool = 6;
+    const size_t bytes = static_cast<size_t>(width) * height * 3;
+    std::vector<std::vector<uint8_t>> pool(kPool, std::vector<uint8_t>(bytes));
+    IndexQueue free_q, decoded_q, done_q;
+    for (int i = 0; i < kPool; ++i) free_q.push(i);
+    std::atomic<bool> stop{false};
+    std::string error;
+    std::mutex error_m;
+    auto set_error = [&](const std::string &e) {
+        std::lock_guard<std::mutex> lock(error_m);
+        if (error.empty()) error = e + ": " + styleid_edge_last_error();
+        stop = true;
+    };
+    std::thread decoder([&] {
+        long n = 0;
+        int idx = 0, got = 0;
+        while (!stop && (a.max_frames < 0 || n < a.max_frames) && free_q.pop(idx)) {
+            if (styleid_edge_reader_read(reader, pool[idx].data(), 0, &got) != STYLEID_EDGE_OK) { set_error("reading"); break; }
+            if (!got) break;
+            decoded_q.push(idx);
+            ++n;
+        }
+        decoded_q.close();
+    });
+    std::thread encoder([&] {
+        int idx = 0;
+        while (done_q.pop(idx)) {
+            if (!stop && styleid_edge_writer_write(writer, pool[idx].data(), 0) != STYLEID_EDGE_OK) set_error("writing");
+            free_q.push(idx);
+        }
+    });
+    Totals totals;
+    int idx = 0;
+    while (decoded_q.pop(idx)) {
+        if (stop) { free_q.push(idx); continue; }
+        if (styleid_edge_anonymize(rt, pool[idx].data(), width, height, 0) != STYLEID_EDGE_OK) {
+            set_error("anonymizing frame " + std::to_string(totals.frames));  // that frame is never written
+            free_q.push(idx);
+            continue;
+        }
+        count_faces(rt, totals);
+        done_q.push(idx);
+        if (!a.quiet && totals.frames % 25 == 0)
+            std::fprintf(stderr, "\r%ld frames, %.1f frames/s", totals.frames, totals.frames / std::max(seconds(), 1e-9));
+    }
+    free_q.close();
+    done_q.close();
+    decoder.join();
+    encoder.join();
+    styleid_edge_reader_close(reader);
+    if (writer && styleid_edge_writer_close(writer) != STYLEID_EDGE_OK && error.empty())
+        error = std::string("finishing the output: ") + styleid_edge_last_error();
+    styleid_edge_destroy(rt);
+    write_report(a, totals, seconds(), error);
+    if (!a.quiet)
+        std::fprintf(stderr, "\r%ld frames, %ld faces (%ld latent, %ld pixelated) in %.1f s\n", totals.frames,
+                     totals.faces, totals.by_method["latent"], totals.by_method["pixelate"], seconds());
+    if (!error.empty()) {
+        std::fprintf(stderr, "styleid-edge-rt: %s\n", error.c_str());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,180 @@
+/*
+ * styleid_edge.h - C API of libstyleid_edge, the native appliance runtime of styleid-edge.
+ *
+ * It reads the same model packs as the Python runtime (manifest.json + ONNX files) and runs
+ * the same per-frame pipeline for the latent method: detect (YuNet) -> track (ids, One Euro
+ * smoothing, hold-over) -> FFHQ align -> encode (W+) -> StyleSpace channel swap toward a
+ * per-track pseudo-identity -> synthesis -> paste back; any face that cannot be regenerated
+ * is pixelated (fail closed). Inference runs on OpenVINO, image operations on OpenCV.
+ *
+ * Conventions: images are 8-bit BGR, interleaved, rows `stride` bytes apart (stride 0 means
+ * width * 3). Every function returns a styleid_edge_status; on failure
+ * styleid_edge_last_error() (per thread) says what went wrong, naming the file and the fix.
+ * A handle may be used from one thread at a time; separate handles are independent.
+ */
+#ifndef STYLEID_EDGE_H
+#define STYLEID_EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(STYLEID_EDGE_BUILDING)
+#    define STYLEID_EDGE_API __declspec(dllexport)
+#  else
+#    define STYLEID_EDGE_API __declspec(dllimport)
+#  endif
+#else
+#  define STYLEID_EDGE_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define STYLEID_EDGE_VERSION "0.1.0"
+
+typedef enum styleid_edge_status {
+    STYLEID_EDGE_OK = 0,
+    STYLEID_EDGE_ERR_ARGUMENT = 1,   /* a NULL pointer, bad size or bad option value */
+    STYLEID_EDGE_ERR_PACK = 2,       /* pack directory, manifest or rank file missing or invalid */
+    STYLEID_EDGE_ERR_MODEL = 3,      /* an ONNX file is missing, unreadable or has the wrong inputs/outputs */
+    STYLEID_EDGE_ERR_INFERENCE = 4,  /* OpenVINO failed while running a model */
+    STYLEID_EDGE_ERR_IO = 5,         /* a video/image could not be read or written (CLI, helpers) */
+    STYLEID_EDGE_ERR_BUFFER = 6,     /* an output array is too small; the count needed is still returned */
+    STYLEID_EDGE_ERR_INTERNAL = 7    /* anything else (a bug: please report it with the message) */
+} styleid_edge_status;
+
+typedef enum styleid_edge_method {
+    STYLEID_EDGE_METHOD_LATENT = 0,   /* StyleSpace channel swap (needs encoder, mapping, affine, synthesis) */
+    STYLEID_EDGE_METHOD_PIXELATE = 1  /* mosaic every face (no generative models are loaded) */
+} styleid_edge_method;
+
+typedef enum styleid_edge_fallback {
+    STYLEID_EDGE_FALLBACK_NONE = 0,
+    STYLEID_EDGE_FALLBACK_TOO_SMALL = 1,     /* box smaller than min_face */
+    STYLEID_EDGE_FALLBACK_NO_LANDMARKS = 2,
+    STYLEID_EDGE_FALLBACK_PROFILE = 3,       /* |yaw proxy| > max_yaw */
+    STYLEID_EDGE_FALLBACK_ALIGN_ERROR = 4,
+    STYLEID_EDGE_FALLBACK_MODEL_ERROR = 5,   /* inference failed: the face was pixelated */
+    STYLEID_EDGE_FALLBACK_PASTE_ERROR = 6
+} styleid_edge_fallback;
+
+/* Options for styleid_edge_create. Always fill with styleid_edge_options_init first. */
+typedef struct styleid_edge_options {
+    uint32_t struct_size;        /* sizeof(styleid_edge_options); set by styleid_edge_options_init */
+    int method;                  /* styleid_edge_method; default LATENT */
+    const char *detector_path;   /* fp32 YuNet ONNX; NULL: <pack>/detector.onnx */
+    const char *device;          /* OpenVINO device; NULL: "CPU" */
+    int num_threads;             /* OpenVINO inference threads; 0: OpenVINO's default */
+    float strength;              /* (0, 1]; <= 0: the pack's calibrated default, else 0.5 */
+    float truncation;            /* pseudo-identity truncation psi; default 0.7 */
+    uint64_t seed;               /* run seed: track pseudo-identity seeds derive from it; default 0 */
+    int use_groups;              /* 1: rank 256-channel groups (ranks.groups) instead of channels */
+    float detector_threshold;    /* YuNet score threshold; default 0.5 */
+    int detector_rotations;      /* 1: extra passes at -30/+30 degrees (the Python default); 0: off */
+    int min_face;                /* faces whose box is smaller (px) are pixelated; default 24 */
+    float max_yaw;               /* profile limit on the landmark yaw proxy; default 0.8 */
+    int hold_frames;             /* tracker hold-over after a missed detection; default 5 */
+    float fps;                   /* stream frame rate for landmark smoothing; default 30 */
+    int batch_size;              /* faces per encoder/generator call; default 16 */
+} styleid_edge_options;
+
+/* One face of the last processed frame. */
+typedef struct styleid_edge_face {
+    int64_t track_id;
+    float box[4];          /* x1, y1, x2, y2 in frame pixels */
+    float landmarks[10];   /* 5 (x, y): eyes, nose, mouth corners (smoothed; NaN when absent) */
+    float score;           /* detector score of the last detection */
+    int32_t held;          /* 1: output of tracker hold-over (no detection this frame) */
+    int32_t method;        /* styleid_edge_method applied to this face */
+    int32_t fallback;      /* styleid_edge_fallback: why it was pixelated instead */
+    uint64_t seed;         /* the track's pseudo-identity seed */
+} styleid_edge_face;
+
+/* Sizes of the loaded pack (for callers that use the stage functions below). */
+typedef struct styleid_edge_info {
+    int32_t resolution;    /* generator output size R */
+    int32_t n_latent;      /* W+ rows */
+    int32_t style_dim;     /* W width (512) */
+    int32_t n_styles;      /* StyleSpace channels S */
+    int32_t crop_size;     /* aligned crop side (256 for packs up to 256 px) */
+    int32_t encoder_size;  /* encoder input side */
+    int32_t n_swapped;     /* channels the latent method takes from the target */
+    int32_t synthetic;     /* 1: the pack was made from random weights */
+} styleid_edge_info;
+
+typedef struct styleid_edge styleid_edge;
+
+STYLEID_EDGE_API const char *styleid_edge_version(void);
+STYLEID_EDGE_API void styleid_edge_options_init(styleid_edge_options *options);
+
+/* Load a pack and the detector. options may be NULL (defaults). *out is NULL on failure. */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_create(const char *pack_dir, const styleid_edge_options *options,
+                                                         styleid_edge **out);
+STYLEID_EDGE_API void styleid_edge_destroy(styleid_edge *handle);
+
+/* Anonymize one frame in place (frames of one stream, in order). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_anonymize(styleid_edge *handle, uint8_t *bgr, int width,
+                                                            int height, size_t stride);
+/* Same, writing into `out` (same size; `in` is not modified). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_anonymize_into(styleid_edge *handle, const uint8_t *in,
+                                                                 int width, int height, size_t in_stride,
+                                                                 uint8_t *out, size_t out_stride);
+/* The faces of the last anonymized frame: copies min(capacity, n) records, *count = n.
+ * Returns STYLEID_EDGE_ERR_BUFFER when capacity < n (faces may be NULL with capacity 0). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_get_faces(const styleid_edge *handle, styleid_edge_face *faces,
+                                                            size_t capacity, size_t *count);
+/* Start a new stream: forget tracks; frame rate for smoothing (<= 0 keeps the current one). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_reset(styleid_edge *handle, float fps);
+STYLEID_EDGE_API styleid_edge_status styleid_edge_get_info(const styleid_edge *handle, styleid_edge_info *info);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next call. */
+STYLEID_EDGE_API const char *styleid_edge_last_error(void);
+
+/* ---- stage functions: diagnostics and parity tests ------------------------------------- */
+
+/* Detection only (the robust multi-pass YuNet), best score first; same count contract as get_faces
+ * (track_id = -1, held = 0). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_detect(styleid_edge *handle, const uint8_t *bgr, int width,
+                                                         int height, size_t stride, styleid_edge_face *faces,
+                                                         size_t capacity, size_t *count);
+/* FFHQ-aligned crop (crop_size^2 BGR) from 5 landmarks; matrix_out (6 doubles, may be NULL) maps frame -> crop. */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_align(styleid_edge *handle, const uint8_t *bgr, int width,
+                                                        int height, size_t stride, const float landmarks[10],
+                                                        uint8_t *crop_out, double matrix_out[6]);
+/* The latent method on one aligned crop (crop_size^2 BGR) toward pseudo-identity `seed`.
+ * Any output may be NULL: w_plus (n_latent*style_dim), styles (n_styles, after the swap),
+ * face (crop_size^2 BGR, the generated face resized to the crop). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_generate(styleid_edge *handle, const uint8_t *crop_bgr,
+                                                           uint64_t seed, float *w_plus, float *styles,
+                                                           uint8_t *face);
+/* The pseudo-identity latent z (512 floats) of a seed: SplitMix64 + Box-Muller (see README). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_seed_z(uint64_t seed, float *z, size_t dim);
+/* A track's pseudo-identity seed: BLAKE2b-64 of "styleid-edge/track/<run_seed>/<track_id>" (as Python). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_track_seed(uint64_t run_seed, int64_t track_id, uint64_t *seed);
+
+/* ---- video helpers (OpenCV videoio underneath), so C programs need no other video library ---- */
+
+typedef struct styleid_edge_reader styleid_edge_reader;
+typedef struct styleid_edge_writer styleid_edge_writer;
+
+/* Open a video file, an RTSP/HTTP URL, or a camera ("0", "/dev/video0"). width/height/fps may be NULL. */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_open(const char *uri, styleid_edge_reader **out, int *width,
+                                                              int *height, double *fps);
+/* Next frame into bgr (width*height*3 at the given stride); *got = 0 at the end of the stream. */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *reader, uint8_t *bgr, size_t stride,
+                                                              int *got);
+STYLEID_EDGE_API void styleid_edge_reader_close(styleid_edge_reader *reader);
+/* Create a video file (codec from the suffix: .mp4 -> mp4v, .avi -> MJPG, .mkv -> XVID). */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_open(const char *path, int width, int height, double fps,
+                                                              styleid_edge_writer **out);
+STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_write(styleid_edge_writer *writer, const uint8_t *bgr,
+                                                               size_t stride);
+/* Finish the file; returns an error if it could not be completed. The writer is freed either way. */
+STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_close(styleid_edge_writer *writer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STYLEID_EDGE_H */

@@ -1,0 +1,138 @@
+// blend.cpp - see blend.hpp; each step mirrors runtime/blend.py so the pasted pixels agree.
+#include "blend.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include <opencv2/imgproc.hpp>
+
+namespace styleid {
+
+namespace {
+
+constexpr int kMinStatPixels = 16;
+
+double min_singular_value(const cv::Matx23d &m) {
+    double a = m(0, 0), b = m(0, 1), c = m(1, 0), d = m(1, 1);
+    double t = a * a + b * b + c * c + d * d, det = a * d - b * c;
+    double disc = std::sqrt(std::max(0.0, t * t - 4 * det * det));
+    return std::sqrt(std::max(0.0, (t - disc) / 2.0));
+}
+
+}  // namespace
+
+cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask) {
+    if (cv::countNonZero(mask) < kMinStatPixels) return src.clone();
+    cv::Mat fs, fr, lab_s, lab_r;
+    src.convertTo(fs, CV_32F, 1.0 / 255.0);
+    ref.convertTo(fr, CV_32F, 1.0 / 255.0);
+    cv::cvtColor(fs, lab_s, cv::COLOR_BGR2Lab);
+    cv::cvtColor(fr, lab_r, cv::COLOR_BGR2Lab);
+    cv::Scalar mu_s, sd_s, mu_r, sd_r;
+    cv::meanStdDev(lab_s, mu_s, sd_s, mask);
+    cv::meanStdDev(lab_r, mu_r, sd_r, mask);
+    float gain[3], ms[3], mr[3];
+    for (int c = 0; c < 3; ++c) {
+        double g = sd_r[c] / std::max(sd_s[c], 1e-6);
+        gain[c] = static_cast<float>(std::min(std::max(g, 0.25), 4.0));
+        ms[c] = static_cast<float>(mu_s[c]);
+        mr[c] = static_cast<float>(mu_r[c]);
+    }
+    for (int y = 0; y < lab_s.rows; ++y) {
+        float *p = lab_s.ptr<float>(y);
+        for (int x = 0; x < lab_s.cols; ++x)
+            for (int c = 0; c < 3; ++c) p[3 * x + c] = (p[3 * x + c] - ms[c]) * gain[c] + mr[c];
+    }
+    cv::Mat bgr;
+    cv::cvtColor(lab_s, bgr, cv::COLOR_Lab2BGR);
+    cv::Mat out(src.size(), CV_8UC3);
+    for (int y = 0; y < bgr.rows; ++y) {
+        const float *p = bgr.ptr<float>(y);
+        uint8_t *o = out.ptr<uint8_t>(y);
+        for (int x = 0; x < 3 * bgr.cols; ++x) {
+            float v = p[x] > 0.f ? (p[x] < 1.f ? p[x] : 1.f) : 0.f;
+            o[x] = static_cast<uint8_t>(v * 255.0f + 0.5f);
+        }
+    }
+    return out;
+}
+
+const cv::Mat &Paster::default_mask(int h, int w) {
+    if (h == mask_h_ && w == mask_w_) return mask_;
+    int size = std::min(h, w);
+    int e = static_cast<int>(std::nearbyint(config_.erode_frac * size));
+    cv::Mat mask = cv::Mat::zeros(h, w, CV_32F);
+    if (h - 2 * e > 0 && w - 2 * e > 0) mask(cv::Rect(e, e, w - 2 * e, h - 2 * e)).setTo(1.0f);
+    double sigma = config_.feather_frac * size / 3.0;
+    if (sigma > 0.3) cv::GaussianBlur(mask, mask, cv::Size(0, 0), sigma, sigma, cv::BORDER_CONSTANT);
+    mask_ = mask;
+    mask_h_ = h;
+    mask_w_ = w;
+    return mask_;
+}
+
+void Paster::paste(cv::Mat &frame, const cv::Mat &face_crop, const cv::Matx23d &m_in) {
+    if (frame.type() != CV_8UC3 || face_crop.type() != CV_8UC3) throw std::invalid_argument("paste: BGR uint8 images only");
+    cv::Matx23d m = m_in;
+    if (std::abs(m(0, 0) * m(1, 1) - m(0, 1) * m(1, 0)) < 1e-12) throw std::invalid_argument("paste: singular crop matrix");
+    cv::Mat crop = face_crop;
+    cv::Mat alpha_crop = default_mask(crop.rows, crop.cols);
+    // a crop much larger than its footprint is area-downsampled first (no aliasing)
+    double ratio = std::sqrt(std::abs(m(0, 0) * m(1, 1) - m(0, 1) * m(1, 0)));
+    if (ratio > 1.5) {
+        int ch = crop.rows, cw = crop.cols;
+        int nh = std::max(2, static_cast<int>(std::nearbyint(ch / ratio)));
+        int nw = std::max(2, static_cast<int>(std::nearbyint(cw / ratio)));
+        double kx = static_cast<double>(nw) / cw, ky = static_cast<double>(nh) / ch;
+        cv::Matx23d ms(kx * m(0, 0), kx * m(0, 1), kx * m(0, 2) + 0.5 * kx - 0.5,
+                       ky * m(1, 0), ky * m(1, 1), ky * m(1, 2) + 0.5 * ky - 0.5);
+        m = ms;
+        cv::Mat small_crop, small_alpha;
+        cv::resize(crop, small_crop, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
+        cv::resize(alpha_crop, small_alpha, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
+        crop = small_crop;
+        alpha_crop = small_alpha;
+    }
+    const int ch = crop.rows, cw = crop.cols, h = frame.rows, w = frame.cols;
+    cv::Matx23d inv;
+    cv::invertAffineTransform(m, inv);
+    double xs[4], ys[4];
+    const double corners[4][2] = {{0, 0}, {double(cw), 0}, {double(cw), double(ch)}, {0, double(ch)}};
+    for (int i = 0; i < 4; ++i) {
+        xs[i] = inv(0, 0) * corners[i][0] + inv(0, 1) * corners[i][1] + inv(0, 2);
+        ys[i] = inv(1, 0) * corners[i][0] + inv(1, 1) * corners[i][1] + inv(1, 2);
+    }
+    int pad = static_cast<int>(std::ceil(std::max(1.0, 1.0 / min_singular_value(m))));
+    int x0 = std::max(static_cast<int>(std::floor(*std::min_element(xs, xs + 4))) - pad, 0);
+    int y0 = std::max(static_cast<int>(std::floor(*std::min_element(ys, ys + 4))) - pad, 0);
+    int x1 = std::min(static_cast<int>(std::ceil(*std::max_element(xs, xs + 4))) + pad + 1, w);
+    int y1 = std::min(static_cast<int>(std::ceil(*std::max_element(ys, ys + 4))) + pad + 1, h);
+    if (x1 <= x0 || y1 <= y0) return;  // outside the frame
+    cv::Mat roi = frame(cv::Rect(x0, y0, x1 - x0, y1 - y0));
+    cv::Matx23d m_roi = m;
+    m_roi(0, 2) += m(0, 0) * x0 + m(0, 1) * y0;
+    m_roi(1, 2) += m(1, 0) * x0 + m(1, 1) * y0;
+    cv::Mat colour = crop;
+    if (config_.reinhard) {
+        cv::Mat original, validity, stats;
+        cv::warpAffine(roi, original, m_roi, cv::Size(cw, ch), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
+        cv::Mat ones(roi.rows, roi.cols, CV_8U, cv::Scalar(1));
+        cv::warpAffine(ones, validity, m_roi, cv::Size(cw, ch), cv::INTER_NEAREST, cv::BORDER_CONSTANT, cv::Scalar(0));
+        cv::Mat alpha_ok = alpha_crop > 0.5f;  // 0/255
+        stats = (alpha_ok & (validity > 0)) / 255;  // 0/1
+        colour = reinhard_lab(crop, original, stats);
+    }
+    cv::Mat warped, alpha;
+    const cv::Size size(x1 - x0, y1 - y0);
+    cv::warpAffine(colour, warped, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
+    cv::warpAffine(alpha_crop, alpha, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT,
+                   cv::Scalar(0));
+    cv::min(cv::max(alpha, 0.0), 1.0, alpha);
+    cv::Mat beta = 1.0 - alpha;
+    cv::Mat roi_copy = roi.clone(), blended;
+    cv::blendLinear(warped, roi_copy, alpha, beta, blended);
+    blended.copyTo(roi);
+}
+
+}  // namespace styleid

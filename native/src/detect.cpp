@@ -1,0 +1,201 @@
+// detect.cpp - YuNet 2023mar decoding and the multi-pass cover of styleid_edge/runtime/detect.py.
+#include "detect.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <opencv2/imgproc.hpp>
+
+#include "error.hpp"
+
+namespace styleid {
+
+namespace {
+
+constexpr int kStrides[3] = {8, 16, 32};
+constexpr float kYuNetNms = 0.3f;  // cv::FaceDetectorYN's default, as the Python YuNet class
+
+// Map detections through a 2x3 affine; boxes are treated as the ellipse they bound.
+void map_affine(std::vector<Detection> &dets, const cv::Matx23d &m) {
+    for (auto &d : dets) {
+        for (int k = 0; k < 5; ++k) {
+            double x = d.landmarks[2 * k], y = d.landmarks[2 * k + 1];
+            d.landmarks[2 * k] = static_cast<float>(m(0, 0) * x + m(0, 1) * y + m(0, 2));
+            d.landmarks[2 * k + 1] = static_cast<float>(m(1, 0) * x + m(1, 1) * y + m(1, 2));
+        }
+        double bx1 = d.box[0], by1 = d.box[1], bx2 = d.box[2], by2 = d.box[3];
+        double cx0 = (bx1 + bx2) / 2, cy0 = (by1 + by2) / 2;
+        double cx = m(0, 0) * cx0 + m(0, 1) * cy0 + m(0, 2);
+        double cy = m(1, 0) * cx0 + m(1, 1) * cy0 + m(1, 2);
+        double a = (bx2 - bx1) / 2, b = (by2 - by1) / 2;
+        double hw = std::hypot(m(0, 0) * a, m(0, 1) * b);
+        double hh = std::hypot(m(1, 0) * a, m(1, 1) * b);
+        d.box = {static_cast<float>(cx - hw), static_cast<float>(cy - hh), static_cast<float>(cx + hw),
+                 static_cast<float>(cy + hh)};
+    }
+}
+
+cv::Matx23d invert(const cv::Matx23d &m) {
+    cv::Matx23d out;
+    cv::invertAffineTransform(m, out);
+    return out;
+}
+
+// Python's round(): half to even (the default floating-point rounding mode).
+int round_even(double v) { return static_cast<int>(std::nearbyint(v)); }
+
+std::vector<std::pair<int, int>> spans(int n, int tile, int overlap) {
+    if (n <= tile) return {{0, n}};
+    int k = static_cast<int>(std::ceil(static_cast<double>(n - overlap) / (tile - overlap)));
+    int size = static_cast<int>(std::ceil(static_cast<double>(n + (k - 1) * overlap) / k));
+    double step = static_cast<double>(n - size) / (k - 1);
+    std::vector<std::pair<int, int>> out;
+    for (int i = 0; i < k; ++i) out.emplace_back(round_even(i * step), round_even(i * step) + size);
+    return out;
+}
+
+}  // namespace
+
+std::vector<size_t> nms(const std::vector<Detection> &dets, float iou) {
+    std::vector<size_t> order(dets.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return dets[a].score > dets[b].score; });
+    auto area = [](const Detection &d) {
+        return std::max(0.0, double(d.box[2]) - d.box[0]) * std::max(0.0, double(d.box[3]) - d.box[1]);
+    };
+    std::vector<size_t> keep;
+    std::vector<char> removed(dets.size(), 0);
+    for (size_t oi = 0; oi < order.size(); ++oi) {
+        size_t i = order[oi];
+        if (removed[i]) continue;
+        keep.push_back(i);
+        for (size_t oj = oi + 1; oj < order.size(); ++oj) {
+            size_t j = order[oj];
+            if (removed[j]) continue;
+            const auto &a = dets[i].box, &b = dets[j].box;
+            double xx1 = std::max<double>(a[0], b[0]), yy1 = std::max<double>(a[1], b[1]);
+            double xx2 = std::min<double>(a[2], b[2]), yy2 = std::min<double>(a[3], b[3]);
+            double inter = std::max(0.0, xx2 - xx1) * std::max(0.0, yy2 - yy1);
+            double ov = inter / std::max(area(dets[i]) + area(dets[j]) - inter, 1e-9);
+            if (ov > iou) removed[j] = 1;
+        }
+    }
+    return keep;
+}
+
+Detector::Detector(ov::Core &core, const std::string &model_path, const std::string &device, int threads,
+                   DetectorOptions options)
+    : model_(core, model_path, "detector (YuNet fp32)", {"input"},
+             {"cls_8", "cls_16", "cls_32", "obj_8", "obj_16", "obj_32", "bbox_8", "bbox_16", "bbox_32", "kps_8",
+              "kps_16", "kps_32"},
+             device, threads),
+      options_(options) {
+    if (!(options_.threshold > 0.f && options_.threshold < 1.f))
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detector_threshold must be in (0, 1)");
+}
+
+std::vector<Detection> Detector::single_pass(const cv::Mat &img) {
+    const int h = img.rows, w = img.cols;
+    const int ph = (h + 31) / 32 * 32, pw = (w + 31) / 32 * 32;
+    const cv::Mat *src = &img;
+    if (ph != h || pw != w) {
+        cv::copyMakeBorder(img, padded_, 0, ph - h, 0, pw - w, cv::BORDER_CONSTANT, cv::Scalar::all(0));
+        src = &padded_;
+    }
+    blob_.resize(static_cast<size_t>(3) * ph * pw);
+    for (int y = 0; y < ph; ++y) {
+        const uint8_t *row = src->ptr<uint8_t>(y);
+        for (int x = 0; x < pw; ++x)
+            for (int c = 0; c < 3; ++c) blob_[(static_cast<size_t>(c) * ph + y) * pw + x] = row[3 * x + c];
+    }
+    model_.set_input(0, blob_.data(), ov::Shape{1, 3, static_cast<size_t>(ph), static_cast<size_t>(pw)});
+    model_.infer();
+    std::vector<Detection> found;
+    for (int si = 0; si < 3; ++si) {
+        const int s = kStrides[si];
+        const int cols = pw / s;
+        ov::Tensor cls = model_.output(si), obj = model_.output(3 + si), bbox = model_.output(6 + si),
+                   kps = model_.output(9 + si);
+        const float *pc = cls.data<float>(), *po = obj.data<float>(), *pb = bbox.data<float>(),
+                    *pk = kps.data<float>();
+        const size_t n = cls.get_size();
+        for (size_t i = 0; i < n; ++i) {
+            float c = std::min(std::max(pc[i], 0.f), 1.f), o = std::min(std::max(po[i], 0.f), 1.f);
+            float score = std::sqrt(c * o);
+            if (!(score >= options_.threshold)) continue;
+            float gx = static_cast<float>(i % cols), gy = static_cast<float>(i / cols);
+            const float *b = pb + 4 * i;
+            float cx = (gx + b[0]) * s, cy = (gy + b[1]) * s;
+            float bw = std::exp(b[2]) * s, bh = std::exp(b[3]) * s;
+            Detection d;
+            d.box = {cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2};
+            d.score = score;
+            for (int k = 0; k < 5; ++k) {
+                d.landmarks[2 * k] = (pk[10 * i + 2 * k] + gx) * s;
+                d.landmarks[2 * k + 1] = (pk[10 * i + 2 * k + 1] + gy) * s;
+            }
+            found.push_back(d);
+        }
+    }
+    std::vector<Detection> kept;
+    for (size_t i : nms(found, kYuNetNms)) kept.push_back(found[i]);
+    return kept;
+}
+
+std::vector<Detection> Detector::detect(const cv::Mat &frame) {
+    if (frame.empty() || frame.type() != CV_8UC3)
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detect: expected a non-empty 8-bit BGR image");
+    const int h = frame.rows, w = frame.cols;
+    const auto &o = options_;
+    double scale = std::min(1.0, static_cast<double>(o.working_size) / std::max(h, w));
+    cv::Mat work = frame;
+    if (scale < 1.0)
+        cv::resize(frame, work, cv::Size(std::max(1, round_even(w * scale)), std::max(1, round_even(h * scale))), 0, 0,
+                   cv::INTER_AREA);
+    cv::Matx23d back(static_cast<double>(w) / work.cols, 0, 0, 0, static_cast<double>(h) / work.rows, 0);
+    std::vector<Detection> all = single_pass(work);
+    map_affine(all, back);
+    if (o.rotations) {
+        for (double angle : {-30.0, 30.0}) {
+            cv::Matx23d rot = cv::getRotationMatrix2D(cv::Point2f(work.cols / 2.0f, work.rows / 2.0f), angle, 1.0);
+            double ca = std::abs(rot(0, 0)), sa = std::abs(rot(0, 1));
+            int nw = static_cast<int>(std::ceil(work.cols * ca + work.rows * sa));
+            int nh = static_cast<int>(std::ceil(work.cols * sa + work.rows * ca));
+            rot(0, 2) += nw / 2.0 - work.cols / 2.0;
+            rot(1, 2) += nh / 2.0 - work.rows / 2.0;
+            cv::Mat rotated;
+            cv::warpAffine(work, rotated, rot, cv::Size(nw, nh), cv::INTER_LINEAR, cv::BORDER_CONSTANT);
+            std::vector<Detection> c = single_pass(rotated);
+            map_affine(c, invert(rot));
+            map_affine(c, back);
+            all.insert(all.end(), c.begin(), c.end());
+        }
+    }
+    if (o.tile_size > 0 && scale < 1.0) {
+        const float margin = 2.0f;
+        for (const auto &ys : spans(h, o.tile_size, o.tile_overlap)) {
+            for (const auto &xs : spans(w, o.tile_size, o.tile_overlap)) {
+                int x0 = xs.first, x1 = xs.second, y0 = ys.first, y1 = ys.second;
+                std::vector<Detection> c = single_pass(frame(cv::Rect(x0, y0, x1 - x0, y1 - y0)));
+                for (auto &d : c) {
+                    if (x0 > 0 && !(d.box[0] > margin)) continue;
+                    if (y0 > 0 && !(d.box[1] > margin)) continue;
+                    if (x1 < w && !(d.box[2] < (x1 - x0) - margin)) continue;
+                    if (y1 < h && !(d.box[3] < (y1 - y0) - margin)) continue;
+                    for (int k = 0; k < 4; ++k) d.box[k] += static_cast<float>(k % 2 == 0 ? x0 : y0);
+                    for (int k = 0; k < 5; ++k) {
+                        d.landmarks[2 * k] += static_cast<float>(x0);
+                        d.landmarks[2 * k + 1] += static_cast<float>(y0);
+                    }
+                    all.push_back(d);
+                }
+            }
+        }
+    }
+    std::vector<Detection> out;
+    for (size_t i : nms(all, o.merge_iou)) out.push_back(all[i]);  // nms returns best score first
+    return out;
+}
+
+}  // namespace styleid

@@ -1,0 +1,203 @@
+// latent.cpp - see latent.hpp. Pre/post-processing follows runtime/methods.py exactly
+// (BGR->RGB, /127.5 - 1, INTER_AREA/INTER_CUBIC resizes, +0.5 rounding).
+#include "latent.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <opencv2/imgproc.hpp>
+
+#include "error.hpp"
+#include "npy.hpp"
+#include "seeds.hpp"
+
+namespace styleid {
+
+std::vector<int> identity_rows(int n_latent) {
+    int lo = static_cast<int>(std::nearbyint(5.0 * n_latent / 18.0));
+    int hi = std::max(lo, static_cast<int>(std::nearbyint(9.0 * n_latent / 18.0)));
+    std::vector<int> rows;
+    for (int r = lo; r <= hi; ++r) rows.push_back(r);
+    return rows;
+}
+
+ChannelRank load_channel_rank(const Pack &pack, bool use_groups) {
+    const int n_s = pack.n_styles();
+    std::vector<int64_t> channels, groups;
+    bool has_channels = pack.ranks.count("channels") != 0, has_groups = pack.ranks.count("groups") != 0;
+    if (has_channels) channels = read_npy_int(pack.path(pack.ranks.at("channels")));
+    if (has_groups) groups = read_npy_int(pack.path(pack.ranks.at("groups")));
+    ChannelRank out;
+    if ((use_groups || !has_channels) && has_groups) {
+        std::vector<std::vector<int64_t>> group_index;  // 256-channel groups, toRGB included
+        int64_t start = 0;
+        for (const auto &l : pack.layers) {
+            for (int g = 0; g < l.size; g += 256) {
+                std::vector<int64_t> idx;
+                for (int64_t c = start + g; c < start + std::min(g + 256, l.size); ++c) idx.push_back(c);
+                group_index.push_back(idx);
+            }
+            start += l.size;
+        }
+        for (int64_t g : groups) {
+            if (g < 0 || g >= static_cast<int64_t>(group_index.size()))
+                throw Error(STYLEID_EDGE_ERR_PACK, pack.root + ": group rank indexes group " + std::to_string(g) +
+                                                       ", the pack has " + std::to_string(group_index.size()) +
+                                                       "; recalibrate with `styleid-edge calibrate ranks`");
+            out.rank.insert(out.rank.end(), group_index[g].begin(), group_index[g].end());
+        }
+        out.source = "pack group rank";
+    } else if (has_channels) {
+        for (int64_t c : channels)
+            if (c < 0 || c >= n_s)
+                throw Error(STYLEID_EDGE_ERR_PACK, pack.root + ": channel rank indexes past S (" + std::to_string(n_s) +
+                                                       " channels); recalibrate with `styleid-edge calibrate ranks`");
+        out.rank = channels;
+        out.source = "pack channel rank";
+    } else {
+        std::vector<int> rows = identity_rows(pack.n_latent);
+        std::vector<int64_t> first, rest;
+        int64_t start = 0;
+        for (const auto &l : pack.layers) {
+            if (!l.is_torgb) {
+                bool id_row = std::find(rows.begin(), rows.end(), l.w_index) != rows.end();
+                for (int64_t c = start; c < start + l.size; ++c) (id_row ? first : rest).push_back(c);
+            }
+            start += l.size;
+        }
+        out.rank = first;
+        out.rank.insert(out.rank.end(), rest.begin(), rest.end());
+        out.source = "structural prior (pack has no identity ranks; run `styleid-edge calibrate ranks`)";
+    }
+    if (out.rank.empty()) throw Error(STYLEID_EDGE_ERR_PACK, pack.root + ": the identity rank is empty");
+    return out;
+}
+
+LatentMethod::LatentMethod(ov::Core &core, const Pack &pack, const LatentOptions &options, const std::string &device,
+                           int threads)
+    : pack_(pack),
+      options_(options),
+      encoder_(core, pack.model_path("encoder"), "encoder", {"image"}, {"w_plus"}, device, threads),
+      mapping_(core, pack.model_path("mapping"), "mapping", {"z"}, {"w"}, device, threads),
+      affine_(core, pack.model_path("affine"), "affine", {"w_plus"}, {"styles"}, device, threads),
+      synthesis_(core, pack.model_path("synthesis"), "synthesis", {"styles"}, {"image"}, device, threads) {
+    encoder_size_ = static_cast<int>(encoder_.input_dim(0, 3));
+    if (encoder_size_ <= 0)
+        throw Error(STYLEID_EDGE_ERR_MODEL, encoder_.path() + ": the encoder input needs a static size "
+                                                              "(B, 3, S, S); re-export the pack");
+    float strength = options.strength;
+    if (!(strength > 0.f)) {
+        auto it = pack.strength_defaults.find("latent");
+        strength = it != pack.strength_defaults.end() ? static_cast<float>(it->second) : 0.5f;
+    }
+    if (!(strength > 0.f && strength <= 1.f))
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "strength must be in (0, 1], got " + std::to_string(strength));
+    if (!(options.truncation >= 0.f && options.truncation <= 1.5f))
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "truncation must be in [0, 1.5]");
+    ChannelRank rank = load_channel_rank(pack, options.use_groups);
+    rank_source_ = rank.source;
+    size_t k = std::max<size_t>(1, static_cast<size_t>(std::nearbyint(static_cast<double>(strength) * rank.rank.size())));
+    swap_.assign(rank.rank.begin(), rank.rank.begin() + std::min(k, rank.rank.size()));
+}
+
+const std::vector<float> &LatentMethod::pseudo_w(uint64_t seed) {
+    auto it = w_cache_.find(seed);
+    if (it != w_cache_.end()) return it->second;
+    const int dim = pack_.style_dim;
+    std::vector<float> z(dim);
+    seed_z(seed, z.data(), z.size());
+    mapping_.set_input(0, z.data(), ov::Shape{1, static_cast<size_t>(dim)});
+    mapping_.infer();
+    ov::Tensor w = mapping_.output(0);
+    if (w.get_size() != static_cast<size_t>(dim))
+        throw Error(STYLEID_EDGE_ERR_MODEL, mapping_.path() + ": output w has " + std::to_string(w.get_size()) +
+                                                " values, expected " + std::to_string(dim));
+    const float *pw = w.data<float>();
+    std::vector<float> out(dim);
+    const float psi = options_.truncation;
+    for (int i = 0; i < dim; ++i) out[i] = pack_.latent_avg[i] + psi * (pw[i] - pack_.latent_avg[i]);
+    if (w_cache_.size() >= 4096) w_cache_.clear();  // long runs with many tracks: keep memory flat
+    return w_cache_.emplace(seed, std::move(out)).first->second;
+}
+
+void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector<uint64_t> &seeds,
+                            std::vector<cv::Mat> &faces, std::vector<float> *w_plus, std::vector<float> *styles) {
+    const size_t b = crops.size();
+    faces.resize(b);
+    if (b == 0) return;
+    if (seeds.size() != b) throw Error(STYLEID_EDGE_ERR_ARGUMENT, "generate: one seed per crop");
+    const int es = encoder_size_, nl = pack_.n_latent, sd = pack_.style_dim, ns = pack_.n_styles();
+    const size_t plane = static_cast<size_t>(es) * es;
+    // encoder input: RGB float (B,3,es,es) in [-1, 1]
+    enc_in_.resize(b * 3 * plane);
+    for (size_t i = 0; i < b; ++i) {
+        const cv::Mat *c = &crops[i];
+        if (c->rows != es) {
+            cv::resize(*c, resized_, cv::Size(es, es), 0, 0, c->rows > es ? cv::INTER_AREA : cv::INTER_CUBIC);
+            c = &resized_;
+        }
+        float *dst = enc_in_.data() + i * 3 * plane;
+        for (int y = 0; y < es; ++y) {
+            const uint8_t *row = c->ptr<uint8_t>(y);
+            for (int x = 0; x < es; ++x)
+                for (int ch = 0; ch < 3; ++ch)
+                    dst[(2 - ch) * plane + static_cast<size_t>(y) * es + x] = static_cast<float>(row[3 * x + ch]) / 127.5f - 1.0f;
+        }
+    }
+    encoder_.set_input(0, enc_in_.data(), ov::Shape{b, 3, static_cast<size_t>(es), static_cast<size_t>(es)});
+    encoder_.infer();
+    ov::Tensor w_src = encoder_.output(0);
+    const size_t wrow = static_cast<size_t>(nl) * sd;
+    if (w_src.get_size() != b * wrow)
+        throw Error(STYLEID_EDGE_ERR_MODEL, encoder_.path() + ": w_plus has " + std::to_string(w_src.get_size()) +
+                                                " values, expected B x " + std::to_string(nl) + " x " + std::to_string(sd));
+    // affine on [w_src; w_tar], w_tar = the seed's W repeated over the rows
+    aff_in_.resize(2 * b * wrow);
+    std::memcpy(aff_in_.data(), w_src.data<float>(), b * wrow * sizeof(float));
+    if (w_plus) w_plus->assign(aff_in_.begin(), aff_in_.begin() + b * wrow);
+    for (size_t i = 0; i < b; ++i) {
+        const std::vector<float> &w = pseudo_w(seeds[i]);
+        for (int r = 0; r < nl; ++r) std::memcpy(&aff_in_[(b + i) * wrow + static_cast<size_t>(r) * sd], w.data(), sd * sizeof(float));
+    }
+    affine_.set_input(0, aff_in_.data(), ov::Shape{2 * b, static_cast<size_t>(nl), static_cast<size_t>(sd)});
+    affine_.infer();
+    ov::Tensor s_all = affine_.output(0);
+    if (s_all.get_size() != 2 * b * ns)
+        throw Error(STYLEID_EDGE_ERR_MODEL, affine_.path() + ": styles has " + std::to_string(s_all.get_size()) +
+                                                " values, expected 2B x " + std::to_string(ns));
+    const float *ps = s_all.data<float>();
+    syn_in_.assign(ps, ps + b * ns);
+    for (size_t i = 0; i < b; ++i)
+        for (int64_t c : swap_) syn_in_[i * ns + c] = ps[(b + i) * ns + c];
+    if (styles) *styles = syn_in_;
+    synthesis_.set_input(0, syn_in_.data(), ov::Shape{b, static_cast<size_t>(ns)});
+    synthesis_.infer();
+    ov::Tensor img = synthesis_.output(0);
+    const int r = pack_.resolution;
+    const size_t rplane = static_cast<size_t>(r) * r;
+    if (img.get_size() != b * 3 * rplane)
+        throw Error(STYLEID_EDGE_ERR_MODEL, synthesis_.path() + ": image has the wrong size; expected B x 3 x " +
+                                                std::to_string(r) + " x " + std::to_string(r));
+    const float *pi = img.data<float>();
+    const int crop_size = crops[0].rows;
+    cv::Mat rgb(r, r, CV_8UC3);
+    for (size_t i = 0; i < b; ++i) {
+        const float *src = pi + i * 3 * rplane;
+        for (int y = 0; y < r; ++y) {
+            uint8_t *row = rgb.ptr<uint8_t>(y);
+            for (int x = 0; x < r; ++x)
+                for (int ch = 0; ch < 3; ++ch) {
+                    float v = (src[ch * rplane + static_cast<size_t>(y) * r + x] + 1.0f) * 127.5f + 0.5f;
+                    v = v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f;  // NaN -> 0
+                    row[3 * x + ch] = static_cast<uint8_t>(v);
+                }
+        }
+        cv::Mat sized;
+        if (r != crop_size) cv::resize(rgb, sized, cv::Size(crop_size, crop_size), 0, 0, r > crop_size ? cv::INTER_AREA : cv::INTER_CUBIC);
+        else sized = rgb;
+        cv::cvtColor(sized, faces[i], cv::COLOR_RGB2BGR);
+    }
+}
+
+}  // namespace styleid

@@ -1,0 +1,147 @@
+"""The torch backend: pack models rebuilt from their ONNX initializers, parity with ONNX Runtime on CPU;
+fp16 / CUDA-graph parity on a GPU (skipped here without one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from styleid_edge.runtime.backends import BackendUnavailableError, SessionOptions, make_runner  # noqa: E402
+
+CPU = SessionOptions(backend="torch", backend_options={"device": "cpu"})
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+
+
+def _feeds(pack, role: str, batch: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    m = pack.manifest
+    if role == "mapping":
+        return {"z": rng.standard_normal((batch, m.style_dim)).astype(np.float32)}
+    if role == "affine":
+        return {"w_plus": rng.standard_normal((batch, m.n_latent, m.style_dim)).astype(np.float32)}
+    if role == "synthesis":
+        affine = make_runner(pack.model_path("affine"), "affine")
+        w = rng.standard_normal((batch, m.n_latent, m.style_dim)).astype(np.float32)
+        return {"styles": affine.run(None, {"w_plus": w})[0]}
+    if role == "encoder":
+        size = make_runner(pack.model_path("encoder"), "encoder").input_shapes["image"][-1]
+        return {"image": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)}
+    w = rng.standard_normal((2, batch, m.n_latent, m.style_dim)).astype(np.float32)
+    return {"w_src": w[0], "w_tar": w[1]}
+
+
+@pytest.mark.parametrize("role", ["mapping", "affine", "synthesis", "encoder", "mapper"])
+def test_cpu_fp32_matches_onnxruntime(tiny_pack, role):
+    feeds = _feeds(tiny_pack, role)
+    expected = make_runner(tiny_pack.model_path(role), role).run(None, feeds)[0]
+    runner = make_runner(tiny_pack.model_path(role), role, CPU)
+    assert runner.provider.startswith("torch") and "cpu" in runner.provider
+    assert set(runner.input_names) == set(feeds)
+    got = runner.run(None, feeds)[0]
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4 * scale)
+    # a different batch size through the same runner
+    one = runner.run(None, {k: v[:1] for k, v in feeds.items()})[0]
+    np.testing.assert_allclose(one, expected[:1], rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_pack_models_run_on_the_torch_backend(tiny_pack):
+    from styleid_edge.runtime.models import PackModels
+
+    models = PackModels(tiny_pack, CPU)
+    w = models.mapping.get(np.zeros((2, tiny_pack.manifest.style_dim), np.float32))
+    img = models.synthesis.get(models.affine.get(np.repeat(w[:, None], tiny_pack.manifest.n_latent, axis=1)))
+    res = tiny_pack.manifest.resolution
+    assert img.shape == (2, 3, res, res) and np.isfinite(img).all()
+    assert all(p.startswith("torch") for p in models.providers().values())
+
+
+def test_recognizer_is_refused_with_a_clear_error(tiny_pack):
+    from styleid_edge.runtime.torch_backend import PackMappingError
+
+    with pytest.raises(PackMappingError, match="recognizer.*--backend onnxruntime"):
+        make_runner(tiny_pack.model_path("recognizer"), "recognizer", CPU)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the error path cannot be shown")
+def test_cuda_requested_without_a_gpu_is_an_error_not_a_cpu_fallback(tiny_pack):
+    with pytest.raises(BackendUnavailableError, match="device=cuda.*device=cpu"):
+        make_runner(tiny_pack.model_path("synthesis"), "synthesis", SessionOptions(backend="torch"))
+
+
+@pytest.mark.parametrize("options, message", [({"device": "cpu", "fp16": True}, "fp16 runs on CUDA only"),
+                                              ({"device": "cpu", "cuda_graphs": True}, "cuda_graphs needs"),
+                                              ({"device": "tpu"}, "device="),
+                                              ({"device": "cpu", "bogus": 1}, "unknown --backend-option")])
+def test_bad_options_are_rejected(tiny_pack, options, message):
+    with pytest.raises(ValueError, match=message):
+        make_runner(tiny_pack.model_path("affine"), "affine", SessionOptions(backend="torch", backend_options=options))
+
+
+def test_a_graph_that_is_not_ours_is_refused(tiny_pack, tmp_path):
+    import shutil
+
+    from styleid_edge.runtime.torch_backend import PackMappingError
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(tiny_pack.root, pack_dir)
+    shutil.copy(pack_dir / "mapping.onnx", pack_dir / "synthesis.onnx")  # wrong graph under the synthesis name
+    with pytest.raises(PackMappingError, match="re-export the pack"):
+        make_runner(pack_dir / "synthesis.onnx", "synthesis", CPU)
+
+
+def test_fast_synthesis_math_matches_the_generator_in_fp32(tiny_pack):
+    from styleid_edge.runtime.torch_backend import FastSynthesis, generator_from_pack
+
+    gen = generator_from_pack(tiny_pack)
+    s = gen.styles(torch.randn(2, gen.n_latent, gen.style_dim, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        ref = gen.synthesize(s)
+        fast = FastSynthesis(gen)(s)
+    assert float((fast - ref).abs().max()) < 1e-4 * max(1.0, float(ref.abs().max()))
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+def _gpu_parity(pack, role: str, options: dict, rel: float) -> None:
+    feeds = _feeds(pack, role, batch=3)
+    expected = make_runner(pack.model_path(role), role).run(None, feeds)[0]
+    runner = make_runner(pack.model_path(role), role, SessionOptions(backend="torch", backend_options=options))
+    assert "cuda" in runner.provider
+    for batch in (3, 1, 3):  # bucket 4 (padded), bucket 1, bucket 4 replayed
+        got = runner.run(None, {k: v[:batch] for k, v in feeds.items()})[0]
+        err = float(np.abs(got - expected[:batch]).max())
+        assert err <= rel * max(1.0, float(np.abs(expected).max())), (role, batch, err)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("role", ["mapping", "affine", "synthesis", "encoder", "mapper"])
+def test_cuda_fp32_eager_matches_onnxruntime(tiny_pack, role):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    _gpu_parity(tiny_pack, role, {"device": "cuda", "fp16": False, "cuda_graphs": False}, 1e-3)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("role", ["synthesis", "encoder"])
+def test_cuda_fp16_graphs_match_onnxruntime(tiny_pack, role):
+    _gpu_parity(tiny_pack, role, {"device": "cuda"}, 3e-2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_cuda_graph_memory_stays_flat(tiny_pack):
+    runner = make_runner(tiny_pack.model_path("synthesis"), "synthesis",
+                         SessionOptions(backend="torch", backend_options={"device": "cuda"}))
+    feeds = _feeds(tiny_pack, "synthesis", batch=2)
+    runner.run(None, feeds)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    for _ in range(200):
+        runner.run(None, feeds)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= before + 1024 * 1024
