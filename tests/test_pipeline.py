@@ -229,3 +229,17 @@ def test_strength_moves_the_swapper_and_pixel_output(tiny_pack):
         assert diff > 1.0, method
     with pytest.raises(ValueError, match="strength"):
         Anonymizer(AnonymizerConfig(method="swapper", strength=1.5), pack=tiny_pack.root)
+
+
+def test_report_keeps_errors_bounded_but_counts_all():
+    from styleid_edge.runtime.report import RunReport
+
+    r = RunReport()
+    for i in range(5000):  # a long outage: the same failure on every batch, plus many distinct ones
+        r.error("generation: TritonUnavailable: all servers down")
+        r.error(f"file {i}: unreadable")
+    d = r.to_dict()
+    assert d["errors_total"] == 10000
+    assert len(d["errors"]) == RunReport.MAX_ERRORS
+    assert d["errors"][0] == "generation: TritonUnavailable: all servers down"
+    assert d["errors"].count("generation: TritonUnavailable: all servers down") == 1

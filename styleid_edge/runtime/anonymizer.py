@@ -303,7 +303,7 @@ class Anonymizer:
                 new_crops = self._generate(batch)
             except Exception as exc:  # noqa: BLE001 - fail closed for the whole batch
                 log.error("generation failed for %d face(s), pixelating them: %s", len(batch), exc)
-                self.report.errors.append(f"generation: {type(exc).__name__}: {exc}")
+                self.report.error(f"generation: {type(exc).__name__}: {exc}")
                 del self.report.errors[:-100]  # a live run must not grow without bound
                 for w in batch:
                     w.rec.method, w.rec.fallback = "pixelate", "model_error"

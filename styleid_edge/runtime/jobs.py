@@ -69,7 +69,7 @@ def anonymize_video(src: Path, dst: Path, anonymizer: Anonymizer, options: JobOp
                      faces=anonymizer.report.faces - faces_before)
         if reader.errors:
             entry["read_errors"] = [f"{e.kind} at {e.time}: {e.message}" for e in reader.errors[:50]]
-            anonymizer.report.errors.append(f"{src}: {len(reader.errors)} read error(s); processed what could "
+            anonymizer.report.error(f"{src}: {len(reader.errors)} read error(s); processed what could "
                                             "be decoded (see inputs[].read_errors)")
     return entry
 
@@ -100,7 +100,7 @@ def anonymize_path(input_path: str | Path, output: str | Path, config: Anonymize
                     report.inputs.append(_one(item, target, anonymizer, options))
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop a folder
                     log.error("%s: %s", item, exc)
-                    report.errors.append(f"{item}: {exc}")
+                    report.error(f"{item}: {exc}")
                     report.inputs.append({"input": str(item), "error": str(exc)})
         else:
             if dst.is_dir():

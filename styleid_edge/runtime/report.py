@@ -28,8 +28,17 @@ class RunReport:
     tracks: int = 0
     by_method: Counter = field(default_factory=Counter)  # method actually applied per face instance
     fallbacks: Counter = field(default_factory=Counter)  # reason -> count (face pixelated instead)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS distinct messages
+    errors_total: int = 0  # every error, also those not kept in ``errors``
     timings: dict[str, Any] = field(default_factory=dict)
+
+    MAX_ERRORS = 100  # a long outage (e.g. a dead model server) repeats one error per batch: keep the report small
+
+    def error(self, text: str) -> None:
+        """Record an error: counted always, its message kept if new and fewer than MAX_ERRORS are kept."""
+        self.errors_total += 1
+        if text not in self.errors and len(self.errors) < self.MAX_ERRORS:
+            self.errors.append(text)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -45,7 +54,7 @@ class RunReport:
             "faces_held": self.faces_held, "tracks": self.tracks,
             "faces_by_method": dict(self.by_method), "fallbacks": dict(self.fallbacks),
             "faces_accounted": sum(self.by_method.values()) == self.faces,
-            "errors": self.errors, "timings": self.timings, "elapsed_seconds": round(elapsed, 3),
+            "errors": self.errors, "errors_total": max(self.errors_total, len(self.errors)), "timings": self.timings, "elapsed_seconds": round(elapsed, 3),
         }
 
     def write(self, path: str | Path) -> None:
