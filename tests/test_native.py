@@ -293,3 +293,54 @@ def test_openvino_runner_matches_onnxruntime(native_assets):
         assert ov.run([ov.output_names[0]], feed)[0].shape == b.shape
     with pytest.raises(RuntimeError, match="missing.onnx"):
         OpenVINORunner.create(pack / "missing.onnx", "encoder", SessionOptions())
+
+
+# ----------------------------------------------------------------------------------------------
+# the C example on a video of other photographs, checked for identity leaks like the Python runtime
+@pytest.mark.slow
+def test_c_example_video_has_no_identity_leaks(native, native_assets, tmp_path):
+    """build/anonymize_video on a clip composed from two photographs the C tests do not use (biden.jpg,
+    obama2.jpg; the ctest clip is obama.jpg), then `styleid-edge evaluate` (SFace at its same-person
+    threshold, untouched-face check) on input vs output: no face may still match, none may be untouched,
+    and every frame must come out. The evaluation is first run on input vs input: every face must be
+    flagged there, so the check itself can fail."""
+    pytest.importorskip("av")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from media import moving_faces_clip
+    from styleid_edge.calibration.evaluate import EvalConfig, evaluate
+
+    example = native.path.parent / "anonymize_video"
+    if not example.is_file():
+        pytest.fail(f"{example} is missing: build the C example (cmake --build build)")
+    n_frames = 24
+    clip = moving_faces_clip(n_frames, (640, 480), ("biden.jpg", "obama2.jpg"), background="plain",
+                             face_height=0.33, seed=3, path=tmp_path / "in.mp4", audio=False)
+    out = tmp_path / "out.avi"
+    run = subprocess.run([str(example), str(native_assets / "pack"), str(clip.path), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    log.info("anonymize_video: %s%s", run.stdout, run.stderr)
+    assert run.returncode == 0, run.stderr
+    assert f"{n_frames} frames" in run.stdout + run.stderr, run.stdout + run.stderr
+
+    import cv2
+
+    cap = cv2.VideoCapture(str(out))
+    written = 0
+    while cap.read()[0]:
+        written += 1
+    assert written == n_frames
+
+    config = EvalConfig(progress=False)
+    report = evaluate(clip.path, out, config)
+    d = report.to_dict()
+    log.info("evaluate: %d frames, %d faces, %d leaks, similarity %s, coverage %s", d["frames"], d["faces"],
+             d["leaks"], d["similarity"], d["coverage"])
+    assert d["frames"] == n_frames
+    assert d["faces"] >= n_frames  # faces found in every original frame (so there was something to check)
+    assert d["leaks"] == 0, (d["leaks_by_reason"], d["leak_frames"], d["similarity"])
+    assert d["coverage"] == 1.0
+    assert d["similarity"]["max"] < config.threshold
+
+    # negative control: the untouched input "anonymized" as itself leaks every face (identity and unprocessed)
+    control = evaluate(clip.path, clip.path, EvalConfig(progress=False), detector=None)
+    assert control.leaks == len(control.faces) == d["faces"]

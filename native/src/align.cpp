@@ -42,6 +42,11 @@ cv::Matx23d affine_from_3_points(const cv::Point2d src[3], const cv::Point2d dst
 }  // namespace
 
 cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::Mat &crop) {
+    cv::Mat small;
+    return ffhq_crop(frame, lm, size, crop, small);
+}
+
+cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::Mat &crop, cv::Mat &small) {
     auto quad = ffhq_quad(lm);
     const cv::Point2d dst[3] = {{-0.5, -0.5}, {-0.5, size - 0.5}, {size - 0.5, size - 0.5}};
     cv::Matx23d m = affine_from_3_points(quad.data(), dst);
@@ -51,7 +56,6 @@ cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::M
         const int h = frame.rows, w = frame.cols;
         int nw = std::max(1, static_cast<int>(std::nearbyint(static_cast<double>(w) / shrink)));
         int nh = std::max(1, static_cast<int>(std::nearbyint(static_cast<double>(h) / shrink)));
-        cv::Mat small;
         cv::resize(frame, small, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
         double sx = static_cast<double>(nw) / w, sy = static_cast<double>(nh) / h;
         // m_src = m o inverse(pre), pre: frame pixel centre -> shrunk pixel centre

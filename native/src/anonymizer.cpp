@@ -77,8 +77,9 @@ int Anonymizer::unsuitable(const Track &t) const {
 }
 
 void Anonymizer::process(cv::Mat &frame) {
-    std::vector<Detection> dets = detector_->detect(frame);
-    std::vector<Track> tracks = tracker_.update(dets, frame_index_++);
+    // steady state allocates nothing: detector, tracker, crops, model inputs and paste scratch are all reused
+    const std::vector<Detection> &dets = detector_->detect(frame);
+    const std::vector<Track> &tracks = tracker_.update(dets, frame_index_++);
     records_.clear();
     for (const auto &t : tracks) {
         FaceRecord r;
@@ -88,7 +89,7 @@ void Anonymizer::process(cv::Mat &frame) {
     }
     if (latent_) {
         // align every suitable face on the unmodified frame first, as the Python runtime does
-        crops_.resize(records_.size());
+        if (crops_.size() < records_.size()) crops_.resize(records_.size());  // never shrink: keep the buffers
         matrices_.resize(records_.size());
         batch_.clear();
         for (size_t i = 0; i < records_.size(); ++i) {
@@ -101,7 +102,7 @@ void Anonymizer::process(cv::Mat &frame) {
             try {
                 Landmarks lm;
                 for (int k = 0; k < 10; ++k) lm[k] = static_cast<float>((*r.track.landmarks)[k]);
-                matrices_[i] = ffhq_crop(frame, lm, crop_size_, crops_[i]);
+                matrices_[i] = ffhq_crop(frame, lm, crop_size_, crops_[i], align_small_);
                 batch_.push_back(i);
             } catch (const std::exception &) {
                 r.method = STYLEID_EDGE_METHOD_PIXELATE;
@@ -111,10 +112,11 @@ void Anonymizer::process(cv::Mat &frame) {
         const size_t step = static_cast<size_t>(std::max(1, options_.batch_size));
         for (size_t start = 0; start < batch_.size(); start += step) {
             size_t end = std::min(batch_.size(), start + step);
-            std::vector<cv::Mat> crops;
+            std::vector<cv::Mat> &crops = batch_crops_;
+            crops.clear();
             seeds_.clear();
             for (size_t j = start; j < end; ++j) {
-                crops.push_back(crops_[batch_[j]]);
+                crops.push_back(crops_[batch_[j]]);  // a header: shares the buffer
                 seeds_.push_back(records_[batch_[j]].track.seed);
             }
             try {
@@ -141,7 +143,7 @@ void Anonymizer::process(cv::Mat &frame) {
         if (r.method != STYLEID_EDGE_METHOD_PIXELATE) continue;
         std::array<float, 4> box{static_cast<float>(r.track.box[0]), static_cast<float>(r.track.box[1]),
                                  static_cast<float>(r.track.box[2]), static_cast<float>(r.track.box[3])};
-        pixelate(frame, box);
+        pixelate(frame, box, pixelate_small_);
     }
 }
 

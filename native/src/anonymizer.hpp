@@ -53,7 +53,8 @@ private:
     int64_t frame_index_ = 0;
     std::vector<FaceRecord> records_;
     // reused buffers
-    std::vector<cv::Mat> crops_, new_faces_;
+    std::vector<cv::Mat> crops_, new_faces_, batch_crops_;
+    cv::Mat pixelate_small_, align_small_;
     std::vector<cv::Matx23d> matrices_;
     std::vector<size_t> batch_;
     std::vector<uint64_t> seeds_;

@@ -23,8 +23,18 @@ double min_singular_value(const cv::Matx23d &m) {
 }  // namespace
 
 cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask) {
-    if (cv::countNonZero(mask) < kMinStatPixels) return src.clone();
-    cv::Mat fs, fr, lab_s, lab_r;
+    ReinhardWork work;
+    cv::Mat out;
+    reinhard_lab(src, ref, mask, work, out);
+    return out;
+}
+
+void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out) {
+    if (cv::countNonZero(mask) < kMinStatPixels) {
+        src.copyTo(out);
+        return;
+    }
+    cv::Mat &fs = work.fs, &fr = work.fr, &lab_s = work.lab_s, &lab_r = work.lab_r, &bgr = work.bgr;
     src.convertTo(fs, CV_32F, 1.0 / 255.0);
     ref.convertTo(fr, CV_32F, 1.0 / 255.0);
     cv::cvtColor(fs, lab_s, cv::COLOR_BGR2Lab);
@@ -44,9 +54,8 @@ cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask
         for (int x = 0; x < lab_s.cols; ++x)
             for (int c = 0; c < 3; ++c) p[3 * x + c] = (p[3 * x + c] - ms[c]) * gain[c] + mr[c];
     }
-    cv::Mat bgr;
     cv::cvtColor(lab_s, bgr, cv::COLOR_Lab2BGR);
-    cv::Mat out(src.size(), CV_8UC3);
+    out.create(src.size(), CV_8UC3);
     for (int y = 0; y < bgr.rows; ++y) {
         const float *p = bgr.ptr<float>(y);
         uint8_t *o = out.ptr<uint8_t>(y);
@@ -55,7 +64,6 @@ cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask
             o[x] = static_cast<uint8_t>(v * 255.0f + 0.5f);
         }
     }
-    return out;
 }
 
 const cv::Mat &Paster::default_mask(int h, int w) {
@@ -88,15 +96,19 @@ void Paster::paste(cv::Mat &frame, const cv::Mat &face_crop, const cv::Matx23d &
         cv::Matx23d ms(kx * m(0, 0), kx * m(0, 1), kx * m(0, 2) + 0.5 * kx - 0.5,
                        ky * m(1, 0), ky * m(1, 1), ky * m(1, 2) + 0.5 * ky - 0.5);
         m = ms;
-        cv::Mat small_crop, small_alpha;
-        cv::resize(crop, small_crop, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
-        cv::resize(alpha_crop, small_alpha, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
-        crop = small_crop;
-        alpha_crop = small_alpha;
+        cv::resize(crop, small_crop_, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
+        cv::resize(alpha_crop, small_alpha_, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
+        crop = small_crop_;
+        alpha_crop = small_alpha_;
     }
     const int ch = crop.rows, cw = crop.cols, h = frame.rows, w = frame.cols;
     cv::Matx23d inv;
-    cv::invertAffineTransform(m, inv);
+    {  // cv::invertAffineTransform's arithmetic
+        double d = m(0, 0) * m(1, 1) - m(0, 1) * m(1, 0);
+        d = d != 0 ? 1.0 / d : 0.0;
+        double a11 = m(1, 1) * d, a22 = m(0, 0) * d, a12 = -m(0, 1) * d, a21 = -m(1, 0) * d;
+        inv = cv::Matx23d(a11, a12, -a11 * m(0, 2) - a12 * m(1, 2), a21, a22, -a21 * m(0, 2) - a22 * m(1, 2));
+    }
     double xs[4], ys[4];
     const double corners[4][2] = {{0, 0}, {double(cw), 0}, {double(cw), double(ch)}, {0, double(ch)}};
     for (int i = 0; i < 4; ++i) {
@@ -113,26 +125,28 @@ void Paster::paste(cv::Mat &frame, const cv::Mat &face_crop, const cv::Matx23d &
     cv::Matx23d m_roi = m;
     m_roi(0, 2) += m(0, 0) * x0 + m(0, 1) * y0;
     m_roi(1, 2) += m(1, 0) * x0 + m(1, 1) * y0;
-    cv::Mat colour = crop;
+    const cv::Mat *colour = &crop;
     if (config_.reinhard) {
-        cv::Mat original, validity, stats;
-        cv::warpAffine(roi, original, m_roi, cv::Size(cw, ch), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
-        cv::Mat ones(roi.rows, roi.cols, CV_8U, cv::Scalar(1));
-        cv::warpAffine(ones, validity, m_roi, cv::Size(cw, ch), cv::INTER_NEAREST, cv::BORDER_CONSTANT, cv::Scalar(0));
-        cv::Mat alpha_ok = alpha_crop > 0.5f;  // 0/255
-        stats = (alpha_ok & (validity > 0)) / 255;  // 0/1
-        colour = reinhard_lab(crop, original, stats);
+        cv::warpAffine(roi, original_, m_roi, cv::Size(cw, ch), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
+        ones_.create(roi.rows, roi.cols, CV_8U);
+        ones_.setTo(cv::Scalar(1));
+        cv::warpAffine(ones_, validity_, m_roi, cv::Size(cw, ch), cv::INTER_NEAREST, cv::BORDER_CONSTANT, cv::Scalar(0));
+        cv::compare(alpha_crop, 0.5, alpha_ok_, cv::CMP_GT);  // 0/255
+        cv::compare(validity_, 0, valid_, cv::CMP_GT);
+        cv::bitwise_and(alpha_ok_, valid_, valid_);  // the statistics mask (nonzero = use)
+        reinhard_lab(crop, original_, valid_, reinhard_, colour_);
+        colour = &colour_;
     }
-    cv::Mat warped, alpha;
     const cv::Size size(x1 - x0, y1 - y0);
-    cv::warpAffine(colour, warped, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
-    cv::warpAffine(alpha_crop, alpha, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT,
+    cv::warpAffine(*colour, warped_, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
+    cv::warpAffine(alpha_crop, alpha_, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT,
                    cv::Scalar(0));
-    cv::min(cv::max(alpha, 0.0), 1.0, alpha);
-    cv::Mat beta = 1.0 - alpha;
-    cv::Mat roi_copy = roi.clone(), blended;
-    cv::blendLinear(warped, roi_copy, alpha, beta, blended);
-    blended.copyTo(roi);
+    cv::max(alpha_, 0.0, alpha_);
+    cv::min(alpha_, 1.0, alpha_);
+    cv::subtract(cv::Scalar::all(1.0), alpha_, beta_);
+    roi.copyTo(roi_copy_);
+    cv::blendLinear(warped_, roi_copy_, alpha_, beta_, blended_);
+    blended_.copyTo(roi);
 }
 
 }  // namespace styleid

@@ -12,6 +12,11 @@ struct PasteConfig {
     bool reinhard = true;
 };
 
+// Scratch images of reinhard_lab (kept by the caller: no allocation once sizes repeat).
+struct ReinhardWork {
+    cv::Mat fs, fr, lab_s, lab_r, bgr;
+};
+
 // Reusable state: the default mask per crop size and scratch images (no per-frame allocation when sizes repeat).
 class Paster {
 public:
@@ -23,10 +28,16 @@ public:
 private:
     PasteConfig config_;
     cv::Mat mask_;
+    // scratch, reused paste to paste (cv::Mat::create keeps a buffer of the same size and type)
+    cv::Mat small_crop_, small_alpha_, original_, ones_, validity_, alpha_ok_, valid_, colour_, warped_, alpha_,
+        beta_, roi_copy_, blended_;
+    ReinhardWork reinhard_;
     int mask_h_ = -1, mask_w_ = -1;
 };
 
 // Give src the LAB mean/std of ref over the pixels where mask != 0 (uint8 0/1); returns a new image.
 cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask);
+// The same into `out` with caller-kept scratch.
+void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out);
 
 }  // namespace styleid

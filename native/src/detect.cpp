@@ -36,36 +36,64 @@ void map_affine(std::vector<Detection> &dets, const cv::Matx23d &m) {
     }
 }
 
+// cv::invertAffineTransform's arithmetic, without its InputArray/OutputArray plumbing
 cv::Matx23d invert(const cv::Matx23d &m) {
-    cv::Matx23d out;
-    cv::invertAffineTransform(m, out);
-    return out;
+    double d = m(0, 0) * m(1, 1) - m(0, 1) * m(1, 0);
+    d = d != 0 ? 1.0 / d : 0.0;
+    double a11 = m(1, 1) * d, a22 = m(0, 0) * d, a12 = -m(0, 1) * d, a21 = -m(1, 0) * d;
+    double b1 = -a11 * m(0, 2) - a12 * m(1, 2), b2 = -a21 * m(0, 2) - a22 * m(1, 2);
+    return cv::Matx23d(a11, a12, b1, a21, a22, b2);
+}
+
+// cv::getRotationMatrix2D (which returns a heap-allocated cv::Mat) as a Matx
+cv::Matx23d rotation_matrix(cv::Point2f centre, double angle_deg) {
+    double a = angle_deg * CV_PI / 180.0;
+    double alpha = std::cos(a), beta = std::sin(a);
+    return cv::Matx23d(alpha, beta, (1 - alpha) * centre.x - beta * centre.y, -beta, alpha,
+                       beta * centre.x + (1 - alpha) * centre.y);
 }
 
 // Python's round(): half to even (the default floating-point rounding mode).
 int round_even(double v) { return static_cast<int>(std::nearbyint(v)); }
 
-std::vector<std::pair<int, int>> spans(int n, int tile, int overlap) {
-    if (n <= tile) return {{0, n}};
+void spans(int n, int tile, int overlap, std::vector<std::pair<int, int>> &out) {
+    out.clear();
+    if (n <= tile) {
+        out.emplace_back(0, n);
+        return;
+    }
     int k = static_cast<int>(std::ceil(static_cast<double>(n - overlap) / (tile - overlap)));
     int size = static_cast<int>(std::ceil(static_cast<double>(n + (k - 1) * overlap) / k));
     double step = static_cast<double>(n - size) / (k - 1);
-    std::vector<std::pair<int, int>> out;
     for (int i = 0; i < k; ++i) out.emplace_back(round_even(i * step), round_even(i * step) + size);
-    return out;
 }
 
 }  // namespace
 
 std::vector<size_t> nms(const std::vector<Detection> &dets, float iou) {
-    std::vector<size_t> order(dets.size());
+    std::vector<size_t> keep;
+    NmsScratch scratch;
+    nms(dets, iou, keep, scratch);
+    return keep;
+}
+
+void nms(const std::vector<Detection> &dets, float iou, std::vector<size_t> &keep, NmsScratch &scratch) {
+    std::vector<size_t> &order = scratch.order;
+    order.resize(dets.size());
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return dets[a].score > dets[b].score; });
+    auto better = [&](size_t a, size_t b) { return dets[a].score > dets[b].score; };
+    if (order.size() <= 256) {  // stable insertion sort: std::stable_sort takes a heap buffer every call
+        for (size_t i = 1; i < order.size(); ++i)
+            for (size_t j = i; j > 0 && better(order[j], order[j - 1]); --j) std::swap(order[j], order[j - 1]);
+    } else {
+        std::stable_sort(order.begin(), order.end(), better);
+    }
     auto area = [](const Detection &d) {
         return std::max(0.0, double(d.box[2]) - d.box[0]) * std::max(0.0, double(d.box[3]) - d.box[1]);
     };
-    std::vector<size_t> keep;
-    std::vector<char> removed(dets.size(), 0);
+    keep.clear();
+    std::vector<char> &removed = scratch.removed;
+    removed.assign(dets.size(), 0);
     for (size_t oi = 0; oi < order.size(); ++oi) {
         size_t i = order[oi];
         if (removed[i]) continue;
@@ -81,7 +109,6 @@ std::vector<size_t> nms(const std::vector<Detection> &dets, float iou) {
             if (ov > iou) removed[j] = 1;
         }
     }
-    return keep;
 }
 
 Detector::Detector(ov::Core &core, const std::string &model_path, const std::string &device, int threads,
@@ -89,13 +116,13 @@ Detector::Detector(ov::Core &core, const std::string &model_path, const std::str
     : model_(core, model_path, "detector (YuNet fp32)", {"input"},
              {"cls_8", "cls_16", "cls_32", "obj_8", "obj_16", "obj_32", "bbox_8", "bbox_16", "bbox_32", "kps_8",
               "kps_16", "kps_32"},
-             device, threads),
+             device, threads, /*static_shapes=*/true),
       options_(options) {
     if (!(options_.threshold > 0.f && options_.threshold < 1.f))
         throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detector_threshold must be in (0, 1)");
 }
 
-std::vector<Detection> Detector::single_pass(const cv::Mat &img) {
+void Detector::single_pass(const cv::Mat &img) {
     const int h = img.rows, w = img.cols;
     const int ph = (h + 31) / 32 * 32, pw = (w + 31) / 32 * 32;
     const cv::Mat *src = &img;
@@ -103,15 +130,15 @@ std::vector<Detection> Detector::single_pass(const cv::Mat &img) {
         cv::copyMakeBorder(img, padded_, 0, ph - h, 0, pw - w, cv::BORDER_CONSTANT, cv::Scalar::all(0));
         src = &padded_;
     }
-    blob_.resize(static_cast<size_t>(3) * ph * pw);
+    float *blob = model_.input(0, ov::Shape{1, 3, static_cast<size_t>(ph), static_cast<size_t>(pw)});
     for (int y = 0; y < ph; ++y) {
         const uint8_t *row = src->ptr<uint8_t>(y);
         for (int x = 0; x < pw; ++x)
-            for (int c = 0; c < 3; ++c) blob_[(static_cast<size_t>(c) * ph + y) * pw + x] = row[3 * x + c];
+            for (int c = 0; c < 3; ++c) blob[(static_cast<size_t>(c) * ph + y) * pw + x] = row[3 * x + c];
     }
-    model_.set_input(0, blob_.data(), ov::Shape{1, 3, static_cast<size_t>(ph), static_cast<size_t>(pw)});
     model_.infer();
-    std::vector<Detection> found;
+    std::vector<Detection> &found = found_;
+    found.clear();
     for (int si = 0; si < 3; ++si) {
         const int s = kStrides[si];
         const int cols = pw / s;
@@ -138,47 +165,52 @@ std::vector<Detection> Detector::single_pass(const cv::Mat &img) {
             found.push_back(d);
         }
     }
-    std::vector<Detection> kept;
-    for (size_t i : nms(found, kYuNetNms)) kept.push_back(found[i]);
-    return kept;
+    nms(found, kYuNetNms, keep_, nms_scratch_);
+    pass_.clear();
+    for (size_t i : keep_) pass_.push_back(found[i]);
 }
 
-std::vector<Detection> Detector::detect(const cv::Mat &frame) {
+const std::vector<Detection> &Detector::detect(const cv::Mat &frame) {
     if (frame.empty() || frame.type() != CV_8UC3)
         throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detect: expected a non-empty 8-bit BGR image");
     const int h = frame.rows, w = frame.cols;
     const auto &o = options_;
     double scale = std::min(1.0, static_cast<double>(o.working_size) / std::max(h, w));
-    cv::Mat work = frame;
-    if (scale < 1.0)
-        cv::resize(frame, work, cv::Size(std::max(1, round_even(w * scale)), std::max(1, round_even(h * scale))), 0, 0,
-                   cv::INTER_AREA);
+    cv::Mat work = frame;  // a header: no allocation
+    if (scale < 1.0) {
+        cv::resize(frame, work_, cv::Size(std::max(1, round_even(w * scale)), std::max(1, round_even(h * scale))), 0,
+                   0, cv::INTER_AREA);
+        work = work_;
+    }
     cv::Matx23d back(static_cast<double>(w) / work.cols, 0, 0, 0, static_cast<double>(h) / work.rows, 0);
-    std::vector<Detection> all = single_pass(work);
-    map_affine(all, back);
+    std::vector<Detection> &all = all_;
+    single_pass(work);
+    map_affine(pass_, back);
+    all.assign(pass_.begin(), pass_.end());
     if (o.rotations) {
         for (double angle : {-30.0, 30.0}) {
-            cv::Matx23d rot = cv::getRotationMatrix2D(cv::Point2f(work.cols / 2.0f, work.rows / 2.0f), angle, 1.0);
+            cv::Matx23d rot = rotation_matrix(cv::Point2f(work.cols / 2.0f, work.rows / 2.0f), angle);
             double ca = std::abs(rot(0, 0)), sa = std::abs(rot(0, 1));
             int nw = static_cast<int>(std::ceil(work.cols * ca + work.rows * sa));
             int nh = static_cast<int>(std::ceil(work.cols * sa + work.rows * ca));
             rot(0, 2) += nw / 2.0 - work.cols / 2.0;
             rot(1, 2) += nh / 2.0 - work.rows / 2.0;
-            cv::Mat rotated;
-            cv::warpAffine(work, rotated, rot, cv::Size(nw, nh), cv::INTER_LINEAR, cv::BORDER_CONSTANT);
-            std::vector<Detection> c = single_pass(rotated);
-            map_affine(c, invert(rot));
-            map_affine(c, back);
-            all.insert(all.end(), c.begin(), c.end());
+            cv::warpAffine(work, rotated_, rot, cv::Size(nw, nh), cv::INTER_LINEAR, cv::BORDER_CONSTANT);
+            single_pass(rotated_);
+            map_affine(pass_, invert(rot));
+            map_affine(pass_, back);
+            all.insert(all.end(), pass_.begin(), pass_.end());
         }
     }
     if (o.tile_size > 0 && scale < 1.0) {
         const float margin = 2.0f;
-        for (const auto &ys : spans(h, o.tile_size, o.tile_overlap)) {
-            for (const auto &xs : spans(w, o.tile_size, o.tile_overlap)) {
+        spans(h, o.tile_size, o.tile_overlap, yspans_);
+        spans(w, o.tile_size, o.tile_overlap, xspans_);
+        for (const auto &ys : yspans_) {
+            for (const auto &xs : xspans_) {
                 int x0 = xs.first, x1 = xs.second, y0 = ys.first, y1 = ys.second;
-                std::vector<Detection> c = single_pass(frame(cv::Rect(x0, y0, x1 - x0, y1 - y0)));
-                for (auto &d : c) {
+                single_pass(frame(cv::Rect(x0, y0, x1 - x0, y1 - y0)));
+                for (auto &d : pass_) {
                     if (x0 > 0 && !(d.box[0] > margin)) continue;
                     if (y0 > 0 && !(d.box[1] > margin)) continue;
                     if (x1 < w && !(d.box[2] < (x1 - x0) - margin)) continue;
@@ -193,9 +225,10 @@ std::vector<Detection> Detector::detect(const cv::Mat &frame) {
             }
         }
     }
-    std::vector<Detection> out;
-    for (size_t i : nms(all, o.merge_iou)) out.push_back(all[i]);  // nms returns best score first
-    return out;
+    nms(all, o.merge_iou, keep_, nms_scratch_);  // best score first
+    out_.clear();
+    for (size_t i : keep_) out_.push_back(all[i]);
+    return out_;
 }
 
 }  // namespace styleid

@@ -31,19 +31,32 @@ struct DetectorOptions {
 // Greedy IoU NMS; indices kept, best score first (stable for equal scores).
 std::vector<size_t> nms(const std::vector<Detection> &dets, float iou);
 
+// The same into caller-owned vectors (reused: no allocation once their capacity suffices).
+struct NmsScratch {
+    std::vector<size_t> order;
+    std::vector<char> removed;
+};
+void nms(const std::vector<Detection> &dets, float iou, std::vector<size_t> &keep, NmsScratch &scratch);
+
 class Detector {
 public:
     Detector(ov::Core &core, const std::string &model_path, const std::string &device, int threads,
              DetectorOptions options);
-    // All faces of a BGR frame, best score first.
-    std::vector<Detection> detect(const cv::Mat &frame);
+    // All faces of a BGR frame, best score first. The result is the detector's own buffer: valid until the
+    // next detect() call (steady state: no heap allocation; the model keeps one compiled copy per pass shape).
+    const std::vector<Detection> &detect(const cv::Mat &frame);
 
 private:
-    std::vector<Detection> single_pass(const cv::Mat &img);  // thresholded, NMS 0.3, image coordinates
+    // thresholded, NMS 0.3, image coordinates, into pass_
+    void single_pass(const cv::Mat &img);
     OvModel model_;
     DetectorOptions options_;
-    cv::Mat padded_;             // reused per pass
-    std::vector<float> blob_;    // reused per pass
+    // reused frame to frame
+    cv::Mat padded_, work_, rotated_;
+    std::vector<Detection> found_, pass_, all_, out_;
+    std::vector<size_t> keep_;
+    NmsScratch nms_scratch_;
+    std::vector<std::pair<int, int>> xspans_, yspans_;
 };
 
 }  // namespace styleid

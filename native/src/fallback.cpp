@@ -10,6 +10,11 @@
 namespace styleid {
 
 bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, int blocks, double margin) {
+    cv::Mat small;
+    return pixelate(frame, box, small, blocks, margin);
+}
+
+bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, cv::Mat &small, int blocks, double margin) {
     for (float v : box)
         if (!std::isfinite(v)) throw std::invalid_argument("pixelate: box must be 4 finite numbers");
     double x1 = std::min(box[0], box[2]), y1 = std::min(box[1], box[3]);
@@ -25,10 +30,9 @@ bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, int blocks, doubl
     const int h = roi.rows, w = roi.cols, longer = std::max(h, w);
     int bx = std::max(1, std::min(w, static_cast<int>(std::nearbyint(static_cast<double>(blocks) * w / longer))));
     int by = std::max(1, std::min(h, static_cast<int>(std::nearbyint(static_cast<double>(blocks) * h / longer))));
-    cv::Mat small, big;
     cv::resize(roi, small, cv::Size(bx, by), 0, 0, cv::INTER_AREA);
-    cv::resize(small, big, cv::Size(w, h), 0, 0, cv::INTER_NEAREST);
-    big.copyTo(roi);
+    // nearest upsample straight into the ROI (roi already has the size and type: resize writes in place)
+    cv::resize(small, roi, cv::Size(w, h), 0, 0, cv::INTER_NEAREST);
     return true;
 }
 

@@ -130,14 +130,14 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
     const int es = encoder_size_, nl = pack_.n_latent, sd = pack_.style_dim, ns = pack_.n_styles();
     const size_t plane = static_cast<size_t>(es) * es;
     // encoder input: RGB float (B,3,es,es) in [-1, 1]
-    enc_in_.resize(b * 3 * plane);
+    float *enc_in = encoder_.input(0, ov::Shape{b, 3, static_cast<size_t>(es), static_cast<size_t>(es)});
     for (size_t i = 0; i < b; ++i) {
         const cv::Mat *c = &crops[i];
         if (c->rows != es) {
             cv::resize(*c, resized_, cv::Size(es, es), 0, 0, c->rows > es ? cv::INTER_AREA : cv::INTER_CUBIC);
             c = &resized_;
         }
-        float *dst = enc_in_.data() + i * 3 * plane;
+        float *dst = enc_in + i * 3 * plane;
         for (int y = 0; y < es; ++y) {
             const uint8_t *row = c->ptr<uint8_t>(y);
             for (int x = 0; x < es; ++x)
@@ -145,7 +145,6 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
                     dst[(2 - ch) * plane + static_cast<size_t>(y) * es + x] = static_cast<float>(row[3 * x + ch]) / 127.5f - 1.0f;
         }
     }
-    encoder_.set_input(0, enc_in_.data(), ov::Shape{b, 3, static_cast<size_t>(es), static_cast<size_t>(es)});
     encoder_.infer();
     ov::Tensor w_src = encoder_.output(0);
     const size_t wrow = static_cast<size_t>(nl) * sd;
@@ -153,25 +152,27 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
         throw Error(STYLEID_EDGE_ERR_MODEL, encoder_.path() + ": w_plus has " + std::to_string(w_src.get_size()) +
                                                 " values, expected B x " + std::to_string(nl) + " x " + std::to_string(sd));
     // affine on [w_src; w_tar], w_tar = the seed's W repeated over the rows
-    aff_in_.resize(2 * b * wrow);
-    std::memcpy(aff_in_.data(), w_src.data<float>(), b * wrow * sizeof(float));
-    if (w_plus) w_plus->assign(aff_in_.begin(), aff_in_.begin() + b * wrow);
+    if (w_plus) w_plus->assign(w_src.data<float>(), w_src.data<float>() + b * wrow);
+    // the pseudo-identity W (mapping runs only for a seed not seen yet) before the affine input is written:
+    // the mapping and affine requests are distinct, but keep the order obvious
+    for (size_t i = 0; i < b; ++i) (void)pseudo_w(seeds[i]);
+    float *aff_in = affine_.input(0, ov::Shape{2 * b, static_cast<size_t>(nl), static_cast<size_t>(sd)});
+    std::memcpy(aff_in, w_src.data<float>(), b * wrow * sizeof(float));
     for (size_t i = 0; i < b; ++i) {
         const std::vector<float> &w = pseudo_w(seeds[i]);
-        for (int r = 0; r < nl; ++r) std::memcpy(&aff_in_[(b + i) * wrow + static_cast<size_t>(r) * sd], w.data(), sd * sizeof(float));
+        for (int r = 0; r < nl; ++r) std::memcpy(aff_in + (b + i) * wrow + static_cast<size_t>(r) * sd, w.data(), sd * sizeof(float));
     }
-    affine_.set_input(0, aff_in_.data(), ov::Shape{2 * b, static_cast<size_t>(nl), static_cast<size_t>(sd)});
     affine_.infer();
     ov::Tensor s_all = affine_.output(0);
     if (s_all.get_size() != 2 * b * ns)
         throw Error(STYLEID_EDGE_ERR_MODEL, affine_.path() + ": styles has " + std::to_string(s_all.get_size()) +
                                                 " values, expected 2B x " + std::to_string(ns));
     const float *ps = s_all.data<float>();
-    syn_in_.assign(ps, ps + b * ns);
+    float *syn_in = synthesis_.input(0, ov::Shape{b, static_cast<size_t>(ns)});
+    std::memcpy(syn_in, ps, b * ns * sizeof(float));
     for (size_t i = 0; i < b; ++i)
-        for (int64_t c : swap_) syn_in_[i * ns + c] = ps[(b + i) * ns + c];
-    if (styles) *styles = syn_in_;
-    synthesis_.set_input(0, syn_in_.data(), ov::Shape{b, static_cast<size_t>(ns)});
+        for (int64_t c : swap_) syn_in[i * ns + c] = ps[(b + i) * ns + c];
+    if (styles) styles->assign(syn_in, syn_in + b * ns);
     synthesis_.infer();
     ov::Tensor img = synthesis_.output(0);
     const int r = pack_.resolution;
@@ -181,7 +182,8 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
                                                 std::to_string(r) + " x " + std::to_string(r));
     const float *pi = img.data<float>();
     const int crop_size = crops[0].rows;
-    cv::Mat rgb(r, r, CV_8UC3);
+    cv::Mat &rgb = rgb_;
+    rgb.create(r, r, CV_8UC3);
     for (size_t i = 0; i < b; ++i) {
         const float *src = pi + i * 3 * rplane;
         for (int y = 0; y < r; ++y) {
@@ -193,10 +195,12 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
                     row[3 * x + ch] = static_cast<uint8_t>(v);
                 }
         }
-        cv::Mat sized;
-        if (r != crop_size) cv::resize(rgb, sized, cv::Size(crop_size, crop_size), 0, 0, r > crop_size ? cv::INTER_AREA : cv::INTER_CUBIC);
-        else sized = rgb;
-        cv::cvtColor(sized, faces[i], cv::COLOR_RGB2BGR);
+        const cv::Mat *sized = &rgb;
+        if (r != crop_size) {
+            cv::resize(rgb, sized_, cv::Size(crop_size, crop_size), 0, 0, r > crop_size ? cv::INTER_AREA : cv::INTER_CUBIC);
+            sized = &sized_;
+        }
+        cv::cvtColor(*sized, faces[i], cv::COLOR_RGB2BGR);
     }
 }
 

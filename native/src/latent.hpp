@@ -56,8 +56,8 @@ private:
     std::string rank_source_;
     std::map<uint64_t, std::vector<float>> w_cache_;  // seed -> truncated W (bounded)
     // buffers reused frame to frame
-    std::vector<float> enc_in_, aff_in_, syn_in_;
-    cv::Mat resized_;
+    // (model inputs are written straight into the models' own input tensors: OvModel::input)
+    cv::Mat resized_, rgb_, sized_;
 };
 
 }  // namespace styleid

@@ -1,4 +1,4 @@
-// model.cpp - OpenVINO wrapper: read ONNX, check names, compile in fp32 for parity, infer on caller memory.
+// model.cpp - OpenVINO wrapper: read ONNX, check names, compile in fp32 for parity, infer on reused buffers.
 #include "model.hpp"
 
 #include <filesystem>
@@ -27,8 +27,9 @@ std::vector<std::string> port_names(const std::vector<ov::Output<ov::Node>> &por
 }  // namespace
 
 OvModel::OvModel(ov::Core &core, const std::string &path, const std::string &role, std::vector<std::string> inputs,
-                 std::vector<std::string> outputs, const std::string &device, int threads)
-    : path_(path), role_(role), inputs_(std::move(inputs)), outputs_(std::move(outputs)) {
+                 std::vector<std::string> outputs, const std::string &device, int threads, bool static_shapes)
+    : path_(path), role_(role), device_(device), inputs_(std::move(inputs)), outputs_(std::move(outputs)),
+      core_(&core), static_shapes_(static_shapes) {
     if (!std::filesystem::is_regular_file(path))
         throw Error(STYLEID_EDGE_ERR_MODEL, path + ": " + role + " model file is missing; re-export the pack "
                                                               "(`styleid-edge export`) or fix the path");
@@ -56,32 +57,105 @@ OvModel::OvModel(ov::Core &core, const std::string &path, const std::string &rol
                                                     "' for the " + role + " model; re-export the pack");
     }
     for (const auto &in : model->inputs()) input_shapes_.push_back(in.get_partial_shape());
-    try {
-        ov::AnyMap config{ov::hint::inference_precision(ov::element::f32)};
-        if (threads > 0) config.emplace(ov::inference_num_threads.name(), threads);
-        compiled_ = core.compile_model(model, device, config);
-        request_ = compiled_.create_infer_request();
-    } catch (const std::exception &e) {
-        throw Error(STYLEID_EDGE_ERR_MODEL, path + ": OpenVINO could not compile the " + role + " model for device " +
-                                                device + " (" + std::string(e.what()).substr(0, 400) + ")");
+    config_ = ov::AnyMap{ov::hint::inference_precision(ov::element::f32)};
+    if (threads > 0) config_.emplace(ov::inference_num_threads.name(), threads);
+    if (static_shapes_ && inputs_.size() != 1)
+        throw Error(STYLEID_EDGE_ERR_INTERNAL, path + ": static-shape variants need a model with one input");
+    if (static_shapes_) {
+        model_ = model;  // variants are compiled on first use of each shape; check it compiles now
+        ov::PartialShape ps = input_shapes_[0];
+        if (ps.is_static()) {
+            variants_.push_back(compile(model_, ps.to_shape()));
+        } else {
+            try {
+                (void)core.compile_model(model, device, config_);
+            } catch (const std::exception &e) {
+                throw Error(STYLEID_EDGE_ERR_MODEL, path + ": OpenVINO could not compile the " + role +
+                                                        " model for device " + device + " (" +
+                                                        std::string(e.what()).substr(0, 400) + ")");
+            }
+        }
+    } else {
+        variants_.push_back(compile(model, {}));
     }
+    if (!variants_.empty()) current_ = variants_.front().get();
+}
+
+std::unique_ptr<OvModel::Variant> OvModel::compile(const std::shared_ptr<ov::Model> &model, const ov::Shape &shape) {
+    auto v = std::make_unique<Variant>();
+    v->shape = shape;
+    try {
+        std::shared_ptr<ov::Model> m = model;
+        if (!shape.empty() && !model->input(0).get_partial_shape().is_static()) {
+            m = model->clone();
+            m->reshape(ov::PartialShape(shape));
+        }
+        v->compiled = core_->compile_model(m, device_, config_);
+        v->request = v->compiled.create_infer_request();
+        for (const auto &name : inputs_) v->in_ports.push_back(v->compiled.input(name));
+        for (const auto &name : outputs_) v->out_ports.push_back(v->compiled.output(name));
+    } catch (const std::exception &e) {
+        throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": OpenVINO could not compile the " + role_ + " model for device " +
+                                                device_ + " (" + std::string(e.what()).substr(0, 400) + ")");
+    }
+    v->own.resize(inputs_.size());
+    v->bound.assign(inputs_.size(), 0);
+    return v;
+}
+
+OvModel::Variant &OvModel::select(const ov::Shape &input0) {
+    if (!static_shapes_) return *current_;
+    if (current_ && current_->shape == input0) return *current_;
+    Variant *found = nullptr;
+    for (auto &v : variants_)
+        if (v->shape == input0) found = v.get();
+    if (!found) {
+        if (variants_.size() >= kMaxVariants) {  // drop the least recently used
+            size_t oldest = 0;
+            for (size_t k = 1; k < variants_.size(); ++k)
+                if (variants_[k]->used < variants_[oldest]->used) oldest = k;
+            variants_.erase(variants_.begin() + static_cast<long>(oldest));
+        }
+        variants_.push_back(compile(model_, input0));
+        found = variants_.back().get();
+    }
+    current_ = found;
+    return *found;
+}
+
+float *OvModel::input(size_t i, const ov::Shape &shape) {
+    if (i >= inputs_.size()) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": no input " + std::to_string(i));
+    Variant &v = i == 0 ? select(shape) : *current_;
+    v.used = ++clock_;
+    ov::Tensor &t = v.own[i];
+    if (!v.bound[i]) {  // the request's own input tensor (the plugin's memory: no copy, no wrapping per infer)
+        t = v.request.get_tensor(v.in_ports[i]);
+        v.bound[i] = 1;
+    }
+    if (t.get_shape() != shape) t.set_shape(shape);  // dynamic models: reallocates only on a new shape
+    return t.data<float>();
 }
 
 void OvModel::set_input(size_t i, const float *data, const ov::Shape &shape) {
+    if (i >= inputs_.size()) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": no input " + std::to_string(i));
+    Variant &v = i == 0 ? select(shape) : *current_;
+    v.used = ++clock_;
     ov::Tensor t(ov::element::f32, shape, const_cast<float *>(data));
-    request_.set_tensor(inputs_.at(i), t);
+    v.request.set_tensor(v.in_ports[i], t);
+    v.bound[i] = 0;  // input() fetches the request's tensor again
 }
 
 void OvModel::infer() {
+    if (!current_) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": infer() before any input was set");
     try {
-        request_.infer();
+        current_->request.infer();
     } catch (const std::exception &e) {
         throw Error(STYLEID_EDGE_ERR_INFERENCE, path_ + ": OpenVINO failed running the " + role_ + " model (" +
                                                      std::string(e.what()).substr(0, 400) + ")");
     }
 }
 
-ov::Tensor OvModel::output(size_t i) { return request_.get_tensor(outputs_.at(i)); }
+ov::Tensor OvModel::output(size_t i) { return current_->request.get_tensor(current_->out_ports.at(i)); }
 
 long OvModel::input_dim(size_t i, size_t dim) const {
     const auto &ps = input_shapes_.at(i);

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <set>
 
 #include "error.hpp"
 #include "seeds.hpp"
@@ -36,15 +35,30 @@ double iou(const Box &a, const Box &b) {
 
 }  // namespace
 
-std::vector<std::pair<int, int>> linear_assignment(const std::vector<double> &cost_in, int rows, int cols) {
-    if (rows == 0 || cols == 0) return {};
+std::vector<std::pair<int, int>> linear_assignment(const std::vector<double> &cost, int rows, int cols) {
+    std::vector<std::pair<int, int>> pairs;
+    AssignmentScratch scratch;
+    linear_assignment(cost, rows, cols, pairs, scratch);
+    return pairs;
+}
+
+void linear_assignment(const std::vector<double> &cost_in, int rows, int cols, std::vector<std::pair<int, int>> &pairs,
+                       AssignmentScratch &scratch) {
+    pairs.clear();
+    if (rows == 0 || cols == 0) return;
     bool transposed = rows > cols;
     int n = transposed ? cols : rows, m = transposed ? rows : cols;
     auto c = [&](int i, int j) { return transposed ? cost_in[j * cols + i] : cost_in[i * cols + j]; };
     const double inf = std::numeric_limits<double>::infinity();
-    std::vector<double> u(n + 1, 0.0), v(m + 1, 0.0), min_slack(m + 1);
-    std::vector<int> owner(m + 1, 0), way(m + 1, 0);
-    std::vector<char> used(m + 1);
+    std::vector<double> &u = scratch.u, &v = scratch.v, &min_slack = scratch.min_slack;
+    std::vector<int> &owner = scratch.owner, &way = scratch.way;
+    std::vector<char> &used = scratch.used;
+    u.assign(n + 1, 0.0);
+    v.assign(m + 1, 0.0);
+    min_slack.assign(m + 1, 0.0);
+    owner.assign(m + 1, 0);
+    way.assign(m + 1, 0);
+    used.assign(m + 1, 0);
     for (int i = 1; i <= n; ++i) {
         owner[0] = i;
         int j0 = 0;
@@ -78,14 +92,12 @@ std::vector<std::pair<int, int>> linear_assignment(const std::vector<double> &co
             j0 = j1;
         }
     }
-    std::vector<std::pair<int, int>> pairs;
     for (int j = 1; j <= m; ++j)
         if (owner[j] != 0) {
             if (transposed) pairs.emplace_back(j - 1, owner[j] - 1);
             else pairs.emplace_back(owner[j] - 1, j - 1);
         }
     std::sort(pairs.begin(), pairs.end());
-    return pairs;
 }
 
 Points OneEuro::operator()(const Points &x, double dt, double speed_scale) {
@@ -160,12 +172,13 @@ Track Tracker::snapshot(const State &s, int64_t frame, bool held) const {
     return t;
 }
 
-std::vector<Track> Tracker::update(const std::vector<Detection> &detections, int64_t frame_index) {
+const std::vector<Track> &Tracker::update(const std::vector<Detection> &detections, int64_t frame_index) {
     const auto &cfg = config_;
     if (last_frame_ && frame_index <= *last_frame_)
         throw Error(STYLEID_EDGE_ERR_ARGUMENT, "frame_index must increase (reset the handle for a new stream)");
     last_frame_ = frame_index;
-    std::vector<Det> dets;
+    std::vector<Det> &dets = dets_;
+    dets.clear();
     for (const auto &d : detections) {
         bool finite = true;
         for (float v : d.box) finite = finite && std::isfinite(v);
@@ -182,29 +195,37 @@ std::vector<Track> Tracker::update(const std::vector<Detection> &detections, int
     }
     // matching: IoU first (Hungarian on 1 - IoU), then landmark distance for the leftovers
     const int n_t = static_cast<int>(tracks_.size()), n_d = static_cast<int>(dets.size());
-    std::vector<std::pair<int, int>> matches;
-    std::vector<int> free_t, free_d;
+    std::vector<std::pair<int, int>> &matches = matches_;
+    std::vector<int> &free_t = free_t_, &free_d = free_d_;
+    matches.clear();
+    free_t.clear();
+    free_d.clear();
     if (n_t == 0 || n_d == 0) {
         for (int i = 0; i < n_t; ++i) free_t.push_back(i);
         for (int j = 0; j < n_d; ++j) free_d.push_back(j);
     } else {
-        std::vector<Box> pred(n_t);
+        std::vector<Box> &pred = pred_;
+        pred.resize(n_t);
         for (int i = 0; i < n_t; ++i) pred[i] = predicted_box(tracks_[i], frame_index, 0.0);
-        std::vector<double> cost(static_cast<size_t>(n_t) * n_d);
+        std::vector<double> &cost = cost_;
+        cost.resize(static_cast<size_t>(n_t) * n_d);
         for (int i = 0; i < n_t; ++i)
             for (int j = 0; j < n_d; ++j) {
                 double v = iou(pred[i], dets[j].box);
                 cost[i * n_d + j] = v >= cfg.iou_match ? 1.0 - v : kForbidden;
             }
-        for (auto &p : linear_assignment(cost, n_t, n_d))
+        linear_assignment(cost, n_t, n_d, pairs_, assign_);
+        for (auto &p : pairs_)
             if (cost[p.first * n_d + p.second] < kForbidden) matches.push_back(p);
-        std::set<int> mt, md;
-        for (auto &p : matches) { mt.insert(p.first); md.insert(p.second); }
-        for (int i = 0; i < n_t; ++i) if (!mt.count(i)) free_t.push_back(i);
-        for (int j = 0; j < n_d; ++j) if (!md.count(j)) free_d.push_back(j);
+        taken_t_.assign(n_t, 0);
+        taken_d_.assign(n_d, 0);
+        for (auto &p : matches) { taken_t_[p.first] = 1; taken_d_[p.second] = 1; }
+        for (int i = 0; i < n_t; ++i) if (!taken_t_[i]) free_t.push_back(i);
+        for (int j = 0; j < n_d; ++j) if (!taken_d_[j]) free_d.push_back(j);
         if (cfg.landmark_match > 0 && !free_t.empty() && !free_d.empty()) {
             const int a_n = static_cast<int>(free_t.size()), b_n = static_cast<int>(free_d.size());
-            std::vector<double> cost2(static_cast<size_t>(a_n) * b_n, kForbidden);
+            std::vector<double> &cost2 = cost2_;
+            cost2.assign(static_cast<size_t>(a_n) * b_n, kForbidden);
             for (int a = 0; a < a_n; ++a) {
                 const State &st = tracks_[free_t[a]];
                 double size = box_size(pred[free_t[a]]);
@@ -227,20 +248,26 @@ std::vector<Track> Tracker::update(const std::vector<Detection> &detections, int
                     if (dist <= cfg.landmark_match) cost2[a * b_n + b] = dist;
                 }
             }
-            std::vector<std::pair<int, int>> extra;
-            for (auto &p : linear_assignment(cost2, a_n, b_n))
+            std::vector<std::pair<int, int>> &extra = extra_;
+            extra.clear();
+            linear_assignment(cost2, a_n, b_n, pairs_, assign_);
+            for (auto &p : pairs_)
                 if (cost2[p.first * b_n + p.second] < kForbidden) extra.emplace_back(free_t[p.first], free_d[p.second]);
-            std::set<int> et, ed;
-            for (auto &p : extra) { et.insert(p.first); ed.insert(p.second); matches.push_back(p); }
-            std::vector<int> ft, fd;
-            for (int i : free_t) if (!et.count(i)) ft.push_back(i);
-            for (int j : free_d) if (!ed.count(j)) fd.push_back(j);
-            free_t = ft;
-            free_d = fd;
+            taken_t_.assign(n_t, 0);
+            taken_d_.assign(n_d, 0);
+            for (auto &p : extra) { taken_t_[p.first] = 1; taken_d_[p.second] = 1; matches.push_back(p); }
+            ft_.clear();
+            fd_.clear();
+            for (int i : free_t) if (!taken_t_[i]) ft_.push_back(i);
+            for (int j : free_d) if (!taken_d_[j]) fd_.push_back(j);
+            free_t.swap(ft_);
+            free_d.swap(fd_);
         }
     }
-    std::vector<Track> out;
-    std::vector<State> survivors;
+    std::vector<Track> &out = out_;
+    std::vector<State> &survivors = survivors_;
+    out.clear();
+    survivors.clear();
     for (auto &p : matches) {
         State &st = tracks_[p.first];
         const Det &det = dets[p.second];
@@ -278,8 +305,10 @@ std::vector<Track> Tracker::update(const std::vector<Detection> &detections, int
         survivors.push_back(st);
         out.push_back(snapshot(survivors.back(), frame_index, false));
     }
-    tracks_ = std::move(survivors);
-    std::stable_sort(out.begin(), out.end(), [](const Track &a, const Track &b) { return a.track_id < b.track_id; });
+    tracks_.swap(survivors);  // both keep their capacity
+    // stable insertion sort: a handful of tracks, and std::stable_sort takes a heap buffer every call
+    for (size_t i = 1; i < out.size(); ++i)
+        for (size_t j = i; j > 0 && out[j].track_id < out[j - 1].track_id; --j) std::swap(out[j], out[j - 1]);
     return out;
 }
 

@@ -40,6 +40,15 @@ struct Track {
 // Minimum-cost assignment (Hungarian with potentials); (row, col) pairs sorted by row.
 std::vector<std::pair<int, int>> linear_assignment(const std::vector<double> &cost, int rows, int cols);
 
+// The same into caller-owned vectors (reused: no allocation once their capacity suffices).
+struct AssignmentScratch {
+    std::vector<double> u, v, min_slack;
+    std::vector<int> owner, way;
+    std::vector<char> used;
+};
+void linear_assignment(const std::vector<double> &cost, int rows, int cols, std::vector<std::pair<int, int>> &pairs,
+                       AssignmentScratch &scratch);
+
 class OneEuro {
 public:
     OneEuro(double min_cutoff, double beta, double d_cutoff) : min_cutoff_(min_cutoff), beta_(beta), d_cutoff_(d_cutoff) {}
@@ -55,8 +64,9 @@ private:
 class Tracker {
 public:
     explicit Tracker(TrackerConfig config) : config_(config) {}
-    // Faces to anonymize in frame `frame_index` (strictly increasing), sorted by track id.
-    std::vector<Track> update(const std::vector<Detection> &detections, int64_t frame_index);
+    // Faces to anonymize in frame `frame_index` (strictly increasing), sorted by track id. The result is the
+    // tracker's own buffer, valid until the next update() (steady state: no heap allocation).
+    const std::vector<Track> &update(const std::vector<Detection> &detections, int64_t frame_index);
 
 private:
     struct State {
@@ -84,6 +94,16 @@ private:
     std::vector<State> tracks_;
     int64_t next_id_ = 1;
     std::optional<int64_t> last_frame_;
+    // scratch reused frame to frame
+    std::vector<Det> dets_;
+    std::vector<std::pair<int, int>> matches_, pairs_, extra_;
+    std::vector<int> free_t_, free_d_, ft_, fd_;
+    std::vector<Box> pred_;
+    std::vector<double> cost_, cost2_;
+    std::vector<char> taken_t_, taken_d_;
+    AssignmentScratch assign_;
+    std::vector<Track> out_;
+    std::vector<State> survivors_;
 };
 
 }  // namespace styleid
