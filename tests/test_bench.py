@@ -70,7 +70,7 @@ def test_baseline_original_math_matches_the_export_generator(tiny_pack):
 
     from styleid_edge.export.original_math import ReferenceStyleGAN2
     from styleid_edge.runtime.backends import make_runner
-    from styleid_edge.runtime.torch_backend import generator_from_pack
+    from styleid_edge.export.torch_runner import generator_from_pack
 
     gen = generator_from_pack(tiny_pack)
     ref = ReferenceStyleGAN2(gen.state_dict(), gen.size, n_mlp=gen.n_mlp, channel_multiplier=gen.channel_multiplier)

@@ -60,7 +60,7 @@ def test_pack_models_run_on_the_torch_backend(tiny_pack):
 
 
 def test_recognizer_is_refused_with_a_clear_error(tiny_pack):
-    from styleid_edge.runtime.torch_backend import PackMappingError
+    from styleid_edge.export.torch_runner import PackMappingError
 
     with pytest.raises(PackMappingError, match="recognizer.*--backend onnxruntime"):
         make_runner(tiny_pack.model_path("recognizer"), "recognizer", CPU)
@@ -84,7 +84,7 @@ def test_bad_options_are_rejected(tiny_pack, options, message):
 def test_a_graph_that_is_not_ours_is_refused(tiny_pack, tmp_path):
     import shutil
 
-    from styleid_edge.runtime.torch_backend import PackMappingError
+    from styleid_edge.export.torch_runner import PackMappingError
 
     pack_dir = tmp_path / "pack"
     shutil.copytree(tiny_pack.root, pack_dir)
@@ -94,7 +94,7 @@ def test_a_graph_that_is_not_ours_is_refused(tiny_pack, tmp_path):
 
 
 def test_fast_synthesis_math_matches_the_generator_in_fp32(tiny_pack):
-    from styleid_edge.runtime.torch_backend import FastSynthesis, generator_from_pack
+    from styleid_edge.export.torch_runner import FastSynthesis, generator_from_pack
 
     gen = generator_from_pack(tiny_pack)
     s = gen.styles(torch.randn(2, gen.n_latent, gen.style_dim, generator=torch.Generator().manual_seed(3)))

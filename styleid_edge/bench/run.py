@@ -154,7 +154,7 @@ def _baseline(pack: Any, device: str):
     import torch
 
     from styleid_edge.export.original_math import ReferenceStyleGAN2
-    from styleid_edge.runtime.torch_backend import encoder_from_onnx, generator_from_pack
+    from styleid_edge.export.torch_runner import encoder_from_onnx, generator_from_pack
 
     gen = generator_from_pack(pack, roles=("affine", "synthesis"))
     ref = ReferenceStyleGAN2(gen.state_dict(), gen.size, n_mlp=gen.n_mlp, channel_multiplier=gen.channel_multiplier)

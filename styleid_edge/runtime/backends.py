@@ -262,7 +262,7 @@ class OrtRunner:
 BACKENDS: dict[str, str] = {
     "onnxruntime": "styleid_edge.runtime.backends:OrtRunner",
     "tensorrt": "styleid_edge.runtime.trt_backend:TensorRTRunner",
-    "torch": "styleid_edge.runtime.torch_backend:TorchRunner",
+    "torch": "styleid_edge.export.torch_runner:TorchRunner",
     "triton": "styleid_edge.runtime.triton_backend:TritonRunner",
     "openvino": "styleid_edge.runtime.openvino_backend:OpenVINORunner",
 }

@@ -1,6 +1,7 @@
-"""PyTorch backend: the pack's models rebuilt as our export modules, on CUDA in half precision with CUDA graphs.
+"""PyTorch backend (``--backend torch``): the pack's models rebuilt as our export modules, on CUDA in half precision with CUDA graphs.
 
-For machines that have torch but no TensorRT. A pack holds only ONNX files and ``manifest.json``, so each
+For machines that have torch but no TensorRT. It lives in the torch side of the package (``export``) so
+that ``styleid_edge.runtime`` never imports torch; ``runtime.backends`` loads it only when it is chosen. A pack holds only ONNX files and ``manifest.json``, so each
 role is rebuilt as the module that exported it (:mod:`styleid_edge.export.stylegan2` ``Generator``,
 :mod:`~styleid_edge.export.e4e` ``E4EEncoderModule``, :mod:`~styleid_edge.export.mapper` ``MapperModule``)
 from the manifest's config and the ONNX initializers:
@@ -34,30 +35,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+from torch import nn
 
-from styleid_edge.runtime.backends import BACKEND_HINT, BackendUnavailableError, SessionOptions
-from styleid_edge.runtime.pack import ModelPack
-
-try:  # the runtime package must import without torch: this module only fails when the backend is chosen
-    import onnx
-    import torch
-    import torch.nn.functional as F
-    from onnx import numpy_helper
-    from torch import nn
-
-    from styleid_edge.export.layers import EqualLinear, fir_filter, fir_upsample
-    _IMPORT_ERROR: ImportError | None = None
-except ImportError as _exc:  # pragma: no cover - exercised by the torch-free import test
-    _IMPORT_ERROR = _exc
-
-    class _NoTorch:  # just enough for the definitions below; nothing here runs without torch
-        Module = object
-
-        @staticmethod
-        def no_grad() -> Callable:
-            return lambda fn: fn
-
-    torch = nn = _NoTorch()  # type: ignore[assignment]
+from ..runtime.backends import BackendUnavailableError, SessionOptions
+from ..runtime.pack import ModelPack
+from .layers import EqualLinear, fir_filter, fir_upsample
 
 log = logging.getLogger(__name__)
 
@@ -588,9 +574,6 @@ class TorchRunner:
 
     @classmethod
     def create(cls, path: Path, role: str, options: SessionOptions) -> "TorchRunner":
-        if _IMPORT_ERROR is not None:
-            raise BackendUnavailableError(f"backend 'torch' is not available here ({_IMPORT_ERROR}): "
-                                          f"{BACKEND_HINT['torch']}")
         opts = TorchOptions.from_backend_options(dict(options.backend_options or {}))
         device = check_device(opts.device)  # before any work: CUDA asked for and absent is an error
         if role not in SUPPORTED_ROLES:
