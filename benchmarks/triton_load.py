@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,15 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from media import free_ports  # noqa: E402 - the tests' loopback helpers
 
 
 def start_server(pack: str, roles: str, extra: list[str], log_path: Path) -> tuple[subprocess.Popen, int, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +27,18 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+
+def free_ports(n: int = 1, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """``n`` distinct free loopback ports (TCP by default; ``socket.SOCK_DGRAM`` for UDP)."""
+    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 log = logging.getLogger(__name__)
 

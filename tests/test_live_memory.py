@@ -11,7 +11,7 @@ import time
 
 import cv2
 import pytest
-from media import moving_faces_clip
+from media import free_ports, moving_faces_clip
 
 from styleid_edge.runtime.anonymizer import Anonymizer, AnonymizerConfig
 from styleid_edge.runtime.live.engine import LiveEngine
@@ -86,9 +86,7 @@ def test_memory_flat_over_a_long_run(tiny_pack, tmp_path):
     clip = moving_faces_clip(25, size=(480, 270), fps=25, face_height=0.3, audio=False, seed=1)
     frames = [cv2.resize(f, (240, 136), interpolation=cv2.INTER_AREA) for f in clip.frames]
     anon = Anonymizer(AnonymizerConfig(method="latent", min_face=12), pack=tiny_pack)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_ports(1, socket.SOCK_DGRAM)[0]
     probe = RSSProbe()
     segments = SegmentedFileSink(tmp_path / "segs", segment_seconds=5.0, fps=25)
     sinks = [segments, StreamSink(f"udp://127.0.0.1:{port}", 25), MemorySink(maxlen=5), probe]

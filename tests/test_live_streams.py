@@ -10,7 +10,7 @@ import time
 
 import cv2
 import pytest
-from media import moving_faces_clip
+from media import free_ports, moving_faces_clip
 from test_live import face_changed
 
 from styleid_edge.runtime.anonymizer import Anonymizer, AnonymizerConfig
@@ -56,12 +56,6 @@ def anonymizer():
     return Anonymizer(AnonymizerConfig(method="pixelate"), pack=None, use_default_pack=False)
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_and_read(clip, anonymizer, out_url: str, source, min_frames: int = 10):
     """Pipeline A: the clip (looped) anonymized into StreamSink(out_url). Pipeline B: ``source``
     read by live into memory until ``min_frames`` arrived. Returns (B's frames, A's sink, B's stats)."""
@@ -100,7 +94,7 @@ def check_received(frames, clip, min_frames: int) -> None:
 
 
 def test_udp_mpegts_stream_read_back_by_live(clip, anonymizer):
-    port = free_port()
+    port = free_ports(1, socket.SOCK_DGRAM)[0]
     frames, sink, stats = serve_and_read(clip, anonymizer, f"udp://127.0.0.1:{port}",
                                          open_source(f"udp://127.0.0.1:{port}"))
     assert sink.url.endswith("pkt_size=1316") and sink.format == "mpegts"
@@ -112,7 +106,7 @@ def test_udp_mpegts_stream_read_back_by_live(clip, anonymizer):
 def test_rtsp_push_into_a_listening_live_source(clip, anonymizer):
     """FFmpeg cannot serve RTSP for output; a push (ANNOUNCE/RECORD) to a server can be tested with
     live's own listening RTSP source (``--rtsp-listen``)."""
-    port = free_port(socket.SOCK_STREAM)
+    port = free_ports(1)[0]
     url = f"rtsp://127.0.0.1:{port}/live"
     source = AVSource(url, options={"rtsp_flags": "listen", "listen_timeout": "10"})
     frames, sink, _ = serve_and_read(clip, anonymizer, url, source)
@@ -126,7 +120,7 @@ def test_stream_sink_survives_a_missing_server(anonymizer):
 
     from styleid_edge.runtime.live.sinks import OutputFrame
 
-    sink = StreamSink(f"rtsp://127.0.0.1:{free_port(socket.SOCK_STREAM)}/x", FPS, retry_initial=0.2)
+    sink = StreamSink(f"rtsp://127.0.0.1:{free_ports(1)[0]}/x", FPS, retry_initial=0.2)
     image = np.zeros((64, 64, 3), np.uint8)
     errors = 0
     t0 = time.monotonic()

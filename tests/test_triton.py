@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,21 +40,11 @@ from styleid_edge.serving.server import ServeConfig, StyleIDServer  # noqa: E402
 SLOW_TIMEOUT_MS = 30000  # the tiny pack's generator takes ~0.3 s per face on 2 CPU cores
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class ServeProcess:
     """`python -m styleid_edge.serving.server` (the `serve` command) in its own process group."""
 
     def __init__(self, pack: Path, log_path: Path, *extra: str):
-        self.http, self.grpc, self.metrics = free_ports(3)
+        self.http, self.grpc, self.metrics = media.free_ports(3)
         self.log_path = log_path
         cmd = [sys.executable, "-m", "styleid_edge.serving.server", "--pack", str(pack), "--port", str(self.grpc),
                "--http-port", str(self.http), "--metrics-port", str(self.metrics), *extra]
@@ -84,7 +73,7 @@ class ServeProcess:
 
 @pytest.fixture(scope="module")
 def server(tiny_pack):
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = media.free_ports(3)
     srv = StyleIDServer(ServeConfig(pack=tiny_pack.root, http_port=http, grpc_port=grpc, metrics_port=metrics,
                                     max_batch=16))
     srv.start()
@@ -147,7 +136,7 @@ def test_anonymized_frames_match_local_backend(server, tiny_pack):
 
 # --- failures ----------------------------------------------------------------------------------
 def test_two_servers_one_dead_all_served_by_live_one(server, tiny_pack):
-    dead = free_ports(1)[0]
+    dead = media.free_ports(1)[0]
     options = triton_options(f"127.0.0.1:{dead},{server.grpc_url}", backoff_ms=60000)
     runner = make_runner(tiny_pack.model_path("encoder"), "encoder", options)
     local = make_runner(tiny_pack.model_path("encoder"), "encoder", SessionOptions())
@@ -161,7 +150,7 @@ def test_two_servers_one_dead_all_served_by_live_one(server, tiny_pack):
 
 
 def test_no_server_fails_fast_backs_off_and_pixelates(tiny_pack, tmp_path):
-    dead1, dead2 = free_ports(2)
+    dead1, dead2 = media.free_ports(2)
     url = f"127.0.0.1:{dead1},127.0.0.1:{dead2}"
     options = SessionOptions(backend="triton", backend_options={"url": url, "timeout_ms": 5000, "backoff_ms": 300})
     runner = make_runner(tiny_pack.model_path("encoder"), "encoder", options)  # names from the pack's file
