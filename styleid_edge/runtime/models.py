@@ -40,14 +40,6 @@ class OnnxModel:
             raise RuntimeError(f"{self.path}: outputs {outs}, expected {self.output_name!r}")
         self.provider = self.runner.provider
 
-    @property
-    def session(self):
-        """The ONNX Runtime session (onnxruntime backend only)."""
-        session = getattr(self.runner, "session", None)
-        if session is None:
-            raise AttributeError(f"{self.path.name} runs on {self.provider}, not an ONNX Runtime session")
-        return session
-
     def input_shape(self, name: str | None = None) -> tuple:
         """Shape of an input (the first by default); dynamic dimensions are str or None."""
         return tuple(self.runner.input_shapes[name or self.input_names[0]])
