@@ -242,10 +242,39 @@ class OrtPath(Path_):
         return self.synthesis.run(["image"], {"styles": styles})[0]
 
 
+class OpenVINOPath(Path_):
+    """The same ONNX files compiled by OpenVINO's CPU plugin (the runtime's ``--backend openvino``)."""
+
+    def __init__(self, onnx_dir: Path, threads: int, name: str = "ov", files: dict[str, Path] | None = None):
+        from styleid_edge.runtime.backends import SessionOptions as Opts
+        from styleid_edge.runtime.openvino_backend import OpenVINORunner
+
+        self.name = name
+        files = {role: onnx_dir / f"{role}.onnx" for role in ("encoder", "affine", "synthesis")} | (files or {})
+        opts = Opts(intra_op_threads=threads, backend="openvino")
+        self.encoder = OpenVINORunner.create(files["encoder"], "encoder", opts)
+        self.affine = OpenVINORunner.create(files["affine"], "affine", opts)
+        self.synthesis = OpenVINORunner.create(files["synthesis"], "synthesis", opts)
+        import openvino
+
+        self.where = f"openvino {openvino.__version__}, {self.encoder.provider}" + (
+            f"; {', '.join(f'{r} {f.name}' for r, f in (files or {}).items() if f.parent != onnx_dir)}"
+            if files else "")
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        return self.encoder.run(["w_plus"], {"image": image})[0]
+
+    def generate(self, w_plus) -> np.ndarray:
+        w_plus = np.ascontiguousarray(self.to_numpy(w_plus), dtype=np.float32)
+        styles = self.affine.run(["styles"], {"w_plus": w_plus})[0]
+        return self.synthesis.run(["image"], {"styles": styles})[0]
+
+
 def make_paths(models: Models, names: list[str], device: torch.device, providers: list[str], ort_threads: int,
                opt_level: str, ort_spin: int | None) -> list[Path_]:
     gen, enc = models.gen, models.enc
     out: list[Path_] = []
+    int8_files: dict[str, Path] | None = None  # quantized once, shared by ort-int8 and ov-int8
     for name in names:
         if name == "original":
             dev_state = {k: v.to(device) for k, v in gen.state_dict().items()}
@@ -268,11 +297,17 @@ def make_paths(models: Models, names: list[str], device: torch.device, providers
         elif name == "ort":
             out.append(OrtPath(models.onnx_dir, providers, ort_threads, opt_level, ort_spin))
         elif name == "ort-int8":
-            files = quantize_for_bench(models)
+            int8_files = int8_files or quantize_for_bench(models)
+            files = int8_files
             out.append(OrtPath(models.onnx_dir, providers, ort_threads, opt_level, ort_spin, name="ort-int8",
                                files=files))
+        elif name == "ov":
+            out.append(OpenVINOPath(models.onnx_dir, ort_threads))
+        elif name == "ov-int8":
+            out.append(OpenVINOPath(models.onnx_dir, ort_threads, name="ov-int8",
+                                    files=(int8_files := int8_files or quantize_for_bench(models))))
         else:
-            raise SystemExit(f"unknown path {name!r}; choose from: original, torch-ours, ort, ort-int8")
+            raise SystemExit(f"unknown path {name!r}; choose from: original, torch-ours, ort, ort-int8, ov, ov-int8")
     return out
 
 

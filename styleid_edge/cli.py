@@ -85,12 +85,13 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         from .runtime.archive import anonymize_with_ray
 
         return anonymize_with_ray(args)
-    from .runtime.anonymizer import AnonymizerConfig
+    from .runtime.anonymizer import AnonymizerConfig, weak_threshold
     from .runtime.backends import parse_providers
     from .runtime.jobs import JobOptions, anonymize_path
 
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
-                              detector=args.detector, detector_threshold=args.thresh, min_face=args.min_face,
+                              detector=args.detector, detector_threshold=args.thresh,
+                              weak_threshold=weak_threshold(args.weak_thresh), min_face=args.min_face,
                               providers=parse_providers(args.providers), donors=args.donors,
                               **backend_config(args))
     options = JobOptions(crf=args.crf, quiet=args.quiet, report=args.report)
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0, help="seed of the pseudo-identities (one per tracked person)")
     a.add_argument("--detector", default=None, help="yunet, centerface, retinaface, or a SCRFD .onnx path")
     a.add_argument("--thresh", type=float, help="detection score threshold")
+    a.add_argument("--weak-thresh", type=float,
+                   help="faces scoring from this up to --thresh only continue a tracked face, never start one "
+                        "(default 0.3; 0 turns it off)")
     a.add_argument("--min-face", type=int, default=24, help="faces smaller than this (px) are pixelated")
     a.add_argument("--donors", help="donor bank file for --method donor")
     a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")

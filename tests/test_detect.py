@@ -362,3 +362,28 @@ def test_prepared_model_is_cached_by_sha256(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_fold, "_MEMORY_CACHE", {})
     monkeypatch.setattr(onnx_fold, "prepare_model_bytes", lambda *a, **k: pytest.fail("cache not used"))
     assert prepare_model(D.yunet_model_path(), dynamic_inputs={"input": [1, 3, "H", "W"]}) == a
+
+
+def test_weak_threshold_adds_flagged_faces_after_the_strong_ones():
+    """With a weak threshold, detect(weak=True) returns the strong faces unchanged, then the faces scoring
+    between the two thresholds, flagged weak; detect() without weak=True is unchanged."""
+
+    def key(dets):
+        return [(tuple(np.round(d.box, 3)), round(d.score, 5), d.weak) for d in dets]
+
+    img = photo("obama.jpg")
+    strict = D.make_detector("yunet", threshold=0.97)  # above this photo's face score: the face becomes weak
+    plain = strict.detect(img)
+    strict.weak_threshold = 0.3
+    both = strict.detect(img, weak=True)
+    assert key(strict.detect(img)) == key(plain) == key([d for d in both if not d.weak])
+    weak = [d for d in both if d.weak]
+    assert weak and all(0.3 <= d.score < 0.97 for d in weak)
+    assert key(both) == key([d for d in both if not d.weak] + weak)  # strong first
+    best = max(weak, key=lambda d: d.score)
+    check_face_geometry(best)
+    # at the default threshold the same face is strong, at the same place
+    (normal,) = D.make_detector("yunet").detect(img)
+    np.testing.assert_allclose(normal.box, best.box, atol=1e-3)
+    with pytest.raises(ValueError):
+        strict.weak_threshold = 1.5

@@ -236,3 +236,44 @@ def test_linear_assignment_is_optimal(shape):
         else:
             best = min(sum(cost[p[j], j] for j in range(m)) for p in itertools.permutations(range(n), m))
         assert got == pytest.approx(best, abs=1e-12)
+
+
+@dataclass
+class WeakDet:
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    weak: bool = True
+
+
+def test_weak_detections_continue_a_track_but_never_start_one():
+    cfg = TrackerConfig(hold_frames=2)
+    tracker = Tracker(cfg)
+    (t0,) = tracker.update([face(200, 200)], 0)
+    # far past hold-over, the face is only found weakly: the same track goes on, not held, its box follows
+    for f in range(1, 8):
+        b, _, lm = face(200 + 3 * f, 200)
+        (t,) = tracker.update([WeakDet(b, 0.4, lm)], f)
+        assert t.track_id == t0.track_id and not t.is_held and t.weak and t.misses == 0
+        np.testing.assert_allclose(t.box, b)
+        assert t.score == pytest.approx(0.4)
+    # a weak detection away from every track starts nothing and is dropped ...
+    b, _, lm = face(600, 400)
+    tracks = tracker.update([WeakDet(b, 0.45, lm)], 8)
+    assert [t.track_id for t in tracks] == [t0.track_id] and tracks[0].is_held
+    # ... while a strong one there starts a track; a strong detection wins the track over a weak duplicate
+    b2, s2, lm2 = face(200 + 27, 200)
+    tracks = tracker.update([face(600, 400), WeakDet(b2 + 1, 0.35, lm2 + 1), (b2, s2, lm2)], 9)
+    assert len(tracks) == 2
+    old = next(t for t in tracks if t.track_id == t0.track_id)
+    assert not old.weak and old.score == pytest.approx(0.9)
+    np.testing.assert_allclose(old.box, b2)
+
+
+def test_without_weak_detections_the_track_ends_after_hold_over():
+    """The control of the test above: the same sequence with the weak detections left out ends the track."""
+    tracker = Tracker(TrackerConfig(hold_frames=2))
+    (t0,) = tracker.update([face(200, 200)], 0)
+    for f in range(1, 4):
+        tracks = tracker.update([], f)
+    assert tracks == []

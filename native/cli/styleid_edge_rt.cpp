@@ -32,6 +32,7 @@ const char *kUsage =
     "  --seed N         seed of the pseudo-identities (one per tracked person), default 0\n"
     "  --detector PATH  fp32 YuNet ONNX (default: PACK/detector.onnx)\n"
     "  --thresh F       detection score threshold (default 0.5)\n"
+    "  --weak-thresh F  faces scoring from this up to --thresh only continue a tracked face (default 0.3; 0 off)\n"
     "  --min-face N     faces smaller than this (px) are pixelated (default 24)\n"
     "  --report FILE    write a JSON report (frames, faces, methods, fallbacks, seconds)\n"
     "  --threads N      inference threads (default: OpenVINO's)\n"
@@ -41,7 +42,7 @@ const char *kUsage =
 
 struct Args {
     std::string input, output, pack, method = "latent", detector, report, device;
-    float strength = -1.f, thresh = 0.5f;
+    float strength = -1.f, thresh = 0.5f, weak_thresh = 0.3f;
     unsigned long long seed = 0;
     int min_face = 24, threads = 0;
     long max_frames = -1;
@@ -70,6 +71,7 @@ Args parse(int argc, char **argv) {
             else if (k == "--seed") a.seed = std::stoull(value(i));
             else if (k == "--detector") a.detector = value(i);
             else if (k == "--thresh") a.thresh = std::stof(value(i));
+            else if (k == "--weak-thresh") a.weak_thresh = std::stof(value(i));
             else if (k == "--min-face") a.min_face = std::stoi(value(i));
             else if (k == "--report") a.report = value(i);
             else if (k == "--threads") a.threads = std::stoi(value(i));
@@ -182,6 +184,7 @@ int main(int argc, char **argv) {
     opt.strength = a.strength;
     opt.seed = a.seed;
     opt.detector_threshold = a.thresh;
+    opt.weak_threshold = a.weak_thresh;
     opt.min_face = a.min_face;
     opt.num_threads = a.threads;
     if (!a.detector.empty()) opt.detector_path = a.detector.c_str();

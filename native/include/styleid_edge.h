@@ -78,6 +78,8 @@ typedef struct styleid_edge_options {
     int hold_frames;             /* tracker hold-over after a missed detection; default 5 */
     float fps;                   /* stream frame rate for landmark smoothing; default 30 */
     int batch_size;              /* faces per encoder/generator call; default 16 */
+    float weak_threshold;        /* faces scoring from this up to detector_threshold only continue a track,
+                                    never start one; default 0.3; 0: off */
 } styleid_edge_options;
 
 /* One face of the last processed frame. */
@@ -90,6 +92,7 @@ typedef struct styleid_edge_face {
     int32_t method;        /* styleid_edge_method applied to this face */
     int32_t fallback;      /* styleid_edge_fallback: why it was pixelated instead */
     uint64_t seed;         /* the track's pseudo-identity seed */
+    int32_t weak;          /* 1: this frame's detection scored below detector_threshold (a continued track) */
 } styleid_edge_face;
 
 /* Sizes of the loaded pack (for callers that use the stage functions below). */
@@ -134,8 +137,8 @@ STYLEID_EDGE_API const char *styleid_edge_last_error(void);
 
 /* ---- stage functions: diagnostics and parity tests ------------------------------------- */
 
-/* Detection only (the robust multi-pass YuNet), best score first; same count contract as get_faces
- * (track_id = -1, held = 0). */
+/* Detection only (the robust multi-pass YuNet): strong faces best score first, then weak ones (weak = 1,
+ * when options.weak_threshold is set); same count contract as get_faces (track_id = -1, held = 0). */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_detect(styleid_edge *handle, const uint8_t *bgr, int width,
                                                          int height, size_t stride, styleid_edge_face *faces,
                                                          size_t capacity, size_t *count);

@@ -36,19 +36,21 @@ class Options(C.Structure):
                 ("device", C.c_char_p), ("num_threads", C.c_int), ("strength", C.c_float),
                 ("truncation", C.c_float), ("seed", C.c_uint64), ("use_groups", C.c_int),
                 ("detector_threshold", C.c_float), ("detector_rotations", C.c_int), ("min_face", C.c_int),
-                ("max_yaw", C.c_float), ("hold_frames", C.c_int), ("fps", C.c_float), ("batch_size", C.c_int)]
+                ("max_yaw", C.c_float), ("hold_frames", C.c_int), ("fps", C.c_float), ("batch_size", C.c_int),
+                ("weak_threshold", C.c_float)]
 
 
 class Face(C.Structure):
     _fields_ = [("track_id", C.c_int64), ("box", C.c_float * 4), ("landmarks", C.c_float * 10),
                 ("score", C.c_float), ("held", C.c_int32), ("method", C.c_int32), ("fallback", C.c_int32),
-                ("seed", C.c_uint64)]
+                ("seed", C.c_uint64), ("weak", C.c_int32)]
 
     def as_dict(self) -> dict:
         return {"track_id": int(self.track_id), "box": np.array(self.box[:], np.float32),
                 "landmarks": np.array(self.landmarks[:], np.float32).reshape(5, 2), "score": float(self.score),
                 "held": bool(self.held), "method": "latent" if self.method == 0 else "pixelate",
-                "fallback": FALLBACKS.get(int(self.fallback), str(self.fallback)), "seed": int(self.seed)}
+                "fallback": FALLBACKS.get(int(self.fallback), str(self.fallback)), "seed": int(self.seed),
+                "weak": bool(self.weak)}
 
 
 class Info(C.Structure):

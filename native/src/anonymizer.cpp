@@ -38,6 +38,7 @@ Anonymizer::Anonymizer(const std::string &pack_dir, const styleid_edge_options &
     const std::string device = options.device && *options.device ? options.device : "CPU";
     DetectorOptions dopt;
     dopt.threshold = options.detector_threshold;
+    dopt.weak_threshold = options.weak_threshold;
     dopt.rotations = options.detector_rotations != 0;
     detector_ = std::make_unique<Detector>(core_, detector_path(pack_dir, options), device, options.num_threads, dopt);
     if (options.method == STYLEID_EDGE_METHOD_LATENT) {

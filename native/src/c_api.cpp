@@ -73,6 +73,7 @@ void fill_face(styleid_edge_face &f, const styleid::Track &t, int method, int fa
     f.method = method;
     f.fallback = fallback;
     f.seed = t.seed;
+    f.weak = t.weak ? 1 : 0;
 }
 
 void check_options(const styleid_edge_options &o) {
@@ -80,6 +81,7 @@ void check_options(const styleid_edge_options &o) {
     if (o.method != STYLEID_EDGE_METHOD_LATENT && o.method != STYLEID_EDGE_METHOD_PIXELATE) bad("unknown method");
     if (o.strength > 1.f) bad("strength must be in (0, 1] (or <= 0 for the pack default)");
     if (!(o.detector_threshold > 0.f && o.detector_threshold < 1.f)) bad("detector_threshold must be in (0, 1)");
+    if (!(o.weak_threshold >= 0.f && o.weak_threshold < 1.f)) bad("weak_threshold must be in [0, 1) (0: off)");
     if (o.min_face < 0) bad("min_face must be >= 0");
     if (!(o.max_yaw >= 0.f)) bad("max_yaw must be >= 0");
     if (o.hold_frames < 0) bad("hold_frames must be >= 0");
@@ -113,6 +115,7 @@ void styleid_edge_options_init(styleid_edge_options *o) {
     o->hold_frames = 5;
     o->fps = 30.f;
     o->batch_size = 16;
+    o->weak_threshold = 0.3f;
 }
 
 const char *styleid_edge_last_error(void) { return t_last_error.c_str(); }
@@ -214,6 +217,7 @@ styleid_edge_status styleid_edge_detect(styleid_edge *handle, const uint8_t *bgr
             for (int k = 0; k < 10; ++k) p[k] = dets[i].landmarks[k];
             t.landmarks = p;
             t.score = dets[i].score;
+            t.weak = dets[i].weak;
             fill_face(faces[i], t, STYLEID_EDGE_METHOD_LATENT, STYLEID_EDGE_FALLBACK_NONE);
         }
         if (capacity < dets.size())

@@ -81,7 +81,10 @@ void nms(const std::vector<Detection> &dets, float iou, std::vector<size_t> &kee
     std::vector<size_t> &order = scratch.order;
     order.resize(dets.size());
     std::iota(order.begin(), order.end(), 0);
-    auto better = [&](size_t a, size_t b) { return dets[a].score > dets[b].score; };
+    auto better = [&](size_t a, size_t b) {
+        if (dets[a].weak != dets[b].weak) return !dets[a].weak;  // a weak face never suppresses a strong one
+        return dets[a].score > dets[b].score;
+    };
     if (order.size() <= 256) {  // stable insertion sort: std::stable_sort takes a heap buffer every call
         for (size_t i = 1; i < order.size(); ++i)
             for (size_t j = i; j > 0 && better(order[j], order[j - 1]); --j) std::swap(order[j], order[j - 1]);
@@ -120,6 +123,8 @@ Detector::Detector(ov::Core &core, const std::string &model_path, const std::str
       options_(options) {
     if (!(options_.threshold > 0.f && options_.threshold < 1.f))
         throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detector_threshold must be in (0, 1)");
+    if (!(options_.weak_threshold >= 0.f && options_.weak_threshold < 1.f))
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "weak_threshold must be in [0, 1) (0: off)");
 }
 
 void Detector::single_pass(const cv::Mat &img) {
@@ -139,6 +144,8 @@ void Detector::single_pass(const cv::Mat &img) {
     model_.infer();
     std::vector<Detection> &found = found_;
     found.clear();
+    const float floor = options_.weak_threshold > 0.f ? std::min(options_.weak_threshold, options_.threshold)
+                                                      : options_.threshold;
     for (int si = 0; si < 3; ++si) {
         const int s = kStrides[si];
         const int cols = pw / s;
@@ -150,7 +157,7 @@ void Detector::single_pass(const cv::Mat &img) {
         for (size_t i = 0; i < n; ++i) {
             float c = std::min(std::max(pc[i], 0.f), 1.f), o = std::min(std::max(po[i], 0.f), 1.f);
             float score = std::sqrt(c * o);
-            if (!(score >= options_.threshold)) continue;
+            if (!(score >= floor)) continue;
             float gx = static_cast<float>(i % cols), gy = static_cast<float>(i / cols);
             const float *b = pb + 4 * i;
             float cx = (gx + b[0]) * s, cy = (gy + b[1]) * s;
@@ -158,6 +165,7 @@ void Detector::single_pass(const cv::Mat &img) {
             Detection d;
             d.box = {cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2};
             d.score = score;
+            d.weak = score < options_.threshold;
             for (int k = 0; k < 5; ++k) {
                 d.landmarks[2 * k] = (pk[10 * i + 2 * k] + gx) * s;
                 d.landmarks[2 * k + 1] = (pk[10 * i + 2 * k + 1] + gy) * s;

@@ -17,10 +17,12 @@ struct Detection {
     std::array<float, 4> box{};       // x1, y1, x2, y2
     float score = 0.f;
     std::array<float, 10> landmarks{};  // 5 (x, y), ArcFace template order
+    bool weak = false;  // score below the threshold (kept down to weak_threshold): may only continue a track
 };
 
 struct DetectorOptions {
     float threshold = 0.5f;
+    float weak_threshold = 0.f;  // > 0 and < threshold: also keep faces from this score, flagged weak
     int working_size = 640;
     int tile_size = 1280;  // 0: no tiles
     int tile_overlap = 128;
@@ -28,7 +30,7 @@ struct DetectorOptions {
     float merge_iou = 0.4f;
 };
 
-// Greedy IoU NMS; indices kept, best score first (stable for equal scores).
+// Greedy IoU NMS; indices kept, strong before weak, then best score first (stable for equal scores).
 std::vector<size_t> nms(const std::vector<Detection> &dets, float iou);
 
 // The same into caller-owned vectors (reused: no allocation once their capacity suffices).
@@ -42,7 +44,7 @@ class Detector {
 public:
     Detector(ov::Core &core, const std::string &model_path, const std::string &device, int threads,
              DetectorOptions options);
-    // All faces of a BGR frame, best score first. The result is the detector's own buffer: valid until the
+    // All faces of a BGR frame: strong ones best score first, then the weak ones (if weak_threshold is set). The result is the detector's own buffer: valid until the
     // next detect() call (steady state: no heap allocation; the model keeps one compiled copy per pass shape).
     const std::vector<Detection> &detect(const cv::Mat &frame);
 

@@ -162,6 +162,7 @@ Track Tracker::snapshot(const State &s, int64_t frame, bool held) const {
     t.score = s.score;
     t.held = held;
     t.seed = s.seed;
+    t.weak = !held && s.weak;
     if (held) {
         t.box = predicted_box(s, frame, config_.hold_grow);
         t.landmarks = predicted_landmarks(s, frame);
@@ -177,8 +178,9 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
     if (last_frame_ && frame_index <= *last_frame_)
         throw Error(STYLEID_EDGE_ERR_ARGUMENT, "frame_index must increase (reset the handle for a new stream)");
     last_frame_ = frame_index;
-    std::vector<Det> &dets = dets_;
+    std::vector<Det> &dets = dets_, &weak = weak_;
     dets.clear();
+    weak.clear();
     for (const auto &d : detections) {
         bool finite = true;
         for (float v : d.box) finite = finite && std::isfinite(v);
@@ -191,7 +193,7 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
         Points p{};
         for (int i = 0; i < 10; ++i) { p[i] = d.landmarks[i]; lm_ok = lm_ok && std::isfinite(p[i]); }
         if (lm_ok) det.landmarks = p;
-        dets.push_back(det);
+        (d.weak ? weak : dets).push_back(det);
     }
     // matching: IoU first (Hungarian on 1 - IoU), then landmark distance for the leftovers
     const int n_t = static_cast<int>(tracks_.size()), n_d = static_cast<int>(dets.size());
@@ -264,13 +266,38 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
             free_d.swap(fd_);
         }
     }
+    // second stage: tracks still unmatched x weak detections, Hungarian on 1 - IoU (a weak face never starts a track)
+    const int n_strong = n_d;
+    if (!weak.empty() && !free_t.empty()) {
+        const int a_n = static_cast<int>(free_t.size()), b_n = static_cast<int>(weak.size());
+        std::vector<double> &cost3 = cost2_;
+        cost3.resize(static_cast<size_t>(a_n) * b_n);
+        for (int a = 0; a < a_n; ++a) {
+            Box pb = predicted_box(tracks_[free_t[a]], frame_index, 0.0);
+            for (int b = 0; b < b_n; ++b) {
+                double v = iou(pb, weak[b].box);
+                cost3[a * b_n + b] = v >= cfg.iou_match ? 1.0 - v : kForbidden;
+            }
+        }
+        linear_assignment(cost3, a_n, b_n, pairs_, assign_);
+        extra_.clear();
+        for (auto &p : pairs_)
+            if (cost3[p.first * b_n + p.second] < kForbidden) extra_.emplace_back(free_t[p.first], n_strong + p.second);
+        if (!extra_.empty()) {
+            taken_t_.assign(n_t, 0);
+            for (auto &p : extra_) { taken_t_[p.first] = 1; matches.push_back(p); }
+            ft_.clear();
+            for (int i : free_t) if (!taken_t_[i]) ft_.push_back(i);
+            free_t.swap(ft_);
+        }
+    }
     std::vector<Track> &out = out_;
     std::vector<State> &survivors = survivors_;
     out.clear();
     survivors.clear();
     for (auto &p : matches) {
         State &st = tracks_[p.first];
-        const Det &det = dets[p.second];
+        const Det &det = p.second < n_strong ? dets[p.second] : weak[p.second - n_strong];
         double gap = static_cast<double>(frame_index - st.last_frame);
         auto c_new = centre(det.box), c_old = centre(st.box);
         std::array<double, 2> observed{(c_new[0] - c_old[0]) / gap, (c_new[1] - c_old[1]) / gap};
@@ -281,6 +308,7 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
         if (speed > limit) st.velocity = {st.velocity[0] * (limit / speed), st.velocity[1] * (limit / speed)};
         st.box = det.box;
         st.score = det.score;
+        st.weak = p.second >= n_strong;
         st.landmarks = smooth(st, det.landmarks, gap / cfg.fps);
         st.last_frame = frame_index;
         st.hits += 1;

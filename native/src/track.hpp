@@ -35,6 +35,7 @@ struct Track {
     double score = 0;
     bool held = false;
     uint64_t seed = 0;
+    bool weak = false;  // matched this frame to a weak detection
 };
 
 // Minimum-cost assignment (Hungarian with potentials); (row, col) pairs sorted by row.
@@ -79,6 +80,7 @@ private:
         std::array<double, 2> velocity{0, 0};
         int hits = 1;
         std::optional<OneEuro> filter;
+        bool weak = false;  // last matched detection was weak
     };
     struct Det {
         Box box;
@@ -95,7 +97,7 @@ private:
     int64_t next_id_ = 1;
     std::optional<int64_t> last_frame_;
     // scratch reused frame to frame
-    std::vector<Det> dets_;
+    std::vector<Det> dets_, weak_;
     std::vector<std::pair<int, int>> matches_, pairs_, extra_;
     std::vector<int> free_t_, free_d_, ft_, fd_;
     std::vector<Box> pred_;

@@ -30,6 +30,16 @@ from .pack import ModelPack, find_pack
 from .recognize import SAME_PERSON_COSINE, cosine
 
 VERIFY_COSINE = SAME_PERSON_COSINE - 0.063  # 0.30
+# Lowest detector score that may continue a track (benchmarks/detectors.py: YuNet's false faces on
+# background reach ~0.5, so they may score here too, but a weak face only matters where a tracked face was).
+WEAK_DETECTION_SCORE = 0.3
+
+
+def weak_threshold(flag: float | None) -> float | None:
+    """The ``--weak-thresh`` flag as a config value: None -> the default, 0 -> off."""
+    if flag is None:
+        return WEAK_DETECTION_SCORE
+    return float(flag) if flag > 0 else None
 from .report import RunReport
 from .track import Tracker, TrackerConfig
 
@@ -45,6 +55,10 @@ class AnonymizerConfig:
     truncation: float = 0.7
     detector: str = DEFAULT_DETECTOR
     detector_threshold: float | None = None
+    # Faces scoring from this up to the detector's threshold may continue an existing track (they never
+    # start one): a face the detector grows unsure of for a few frames (small, turning, motion blur)
+    # stays anonymized instead of leaking once hold-over runs out. None or >= the threshold: off.
+    weak_threshold: float | None = WEAK_DETECTION_SCORE
     min_face: int = 24  # faces whose box is smaller (px) are pixelated instead of regenerated
     max_yaw: float = 0.8  # profile limit on the landmark yaw proxy (0 frontal, 1 full profile)
     hold_frames: int = 5
@@ -141,7 +155,7 @@ class Anonymizer:
                                  "or pass --donors FILE")
             self.donor_bank = DonorBank.load(path)
         self.detector = make_detector(config.detector, providers=list(config.providers),
-                                      threshold=config.detector_threshold)
+                                      threshold=config.detector_threshold, weak_threshold=config.weak_threshold)
         self.report.detector = str(config.detector)
         self.tracker = Tracker(TrackerConfig(hold_frames=config.hold_frames, seed=config.seed))
         self.verifier = None
@@ -203,12 +217,13 @@ class Anonymizer:
     def _detect(self, frame: np.ndarray) -> list:
         side = int(self.config.detect_max_side or 0)
         longer = max(frame.shape[:2])
+        weak = self.config.weak_threshold is not None
         if side <= 0 or longer <= side:
-            return self.detector.detect(frame)
+            return self.detector.detect(frame, weak=weak)
         scale = side / longer
         small = cv2.resize(frame, (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
-        detections = self.detector.detect(small)
+        detections = self.detector.detect(small, weak=weak)
         sx, sy = frame.shape[1] / small.shape[1], frame.shape[0] / small.shape[0]
         for d in detections:
             d.box = d.box * np.array([sx, sy, sx, sy], np.float32)

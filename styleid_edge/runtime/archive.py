@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..files import sha256_file
-from .anonymizer import AnonymizerConfig
+from .anonymizer import AnonymizerConfig, weak_threshold
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,7 @@ def anonymize_with_ray(args: argparse.Namespace) -> int:
 
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
                               detector=args.detector, detector_threshold=args.thresh, min_face=args.min_face,
+                              weak_threshold=weak_threshold(args.weak_thresh),
                               providers=parse_providers(args.providers), donors=args.donors,
                               **backend_config(args))
     options = ArchiveOptions(workers=args.workers, ray_address=None if args.ray == "local" else args.ray,

@@ -100,6 +100,9 @@ class Detection:
     box: np.ndarray
     score: float
     landmarks: np.ndarray
+    # Below the detector's threshold (kept only with a weak threshold): such a face may continue an
+    # existing track (the tracker's second matching stage) but never starts one.
+    weak: bool = False
 
     def __post_init__(self) -> None:
         self.box = np.asarray(self.box, dtype=np.float32).reshape(4)
@@ -121,17 +124,33 @@ class Detection:
 
 @dataclass
 class Candidates:
-    """Detections of one pass as arrays: boxes (N,4), scores (N,), landmarks (N,5,2)."""
+    """Detections of one pass as arrays: boxes (N,4), scores (N,), landmarks (N,5,2), and ``weak`` (N,):
+    True where the score is below the producing detector's threshold (see :attr:`Detection.weak`)."""
 
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
+    weak: np.ndarray | None = None  # None: all strong
+
+    def __post_init__(self) -> None:
+        if self.weak is None:
+            self.weak = np.zeros(self.scores.shape[0], bool)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def select(self, idx: np.ndarray) -> Candidates:
-        return Candidates(self.boxes[idx], self.scores[idx], self.landmarks[idx])
+        return Candidates(self.boxes[idx], self.scores[idx], self.landmarks[idx], self.weak[idx])
+
+    def strong(self) -> Candidates:
+        """Only the candidates at or above their detector's threshold."""
+        return self.select(np.nonzero(~self.weak)[0])
+
+    def rank(self) -> np.ndarray:
+        """NMS ranking: every strong candidate before every weak one, then by score. With one threshold
+        this is the score order; with helpers of different thresholds a weak candidate never
+        suppresses a strong one, so the strong set is what it would be without weak candidates."""
+        return self.scores.astype(np.float64) + np.where(self.weak, 0.0, 2.0)
 
     @staticmethod
     def concat(parts: Sequence[Candidates]) -> Candidates:
@@ -142,6 +161,7 @@ class Candidates:
             np.concatenate([p.boxes for p in parts]),
             np.concatenate([p.scores for p in parts]),
             np.concatenate([p.landmarks for p in parts]),
+            np.concatenate([p.weak for p in parts]),
         )
 
     def affine(self, m: np.ndarray) -> Candidates:
@@ -159,11 +179,11 @@ class Candidates:
         hw = np.hypot(lin[0, 0] * a, lin[0, 1] * bb)
         hh = np.hypot(lin[1, 0] * a, lin[1, 1] * bb)
         boxes = np.stack([c[:, 0] - hw, c[:, 1] - hh, c[:, 0] + hw, c[:, 1] + hh], 1)
-        return Candidates(boxes.astype(np.float32), self.scores.copy(), lm.astype(np.float32))
+        return Candidates(boxes.astype(np.float32), self.scores.copy(), lm.astype(np.float32), self.weak.copy())
 
     def to_detections(self) -> list[Detection]:
-        order = np.argsort(-self.scores, kind="stable")
-        return [Detection(self.boxes[i], float(self.scores[i]), self.landmarks[i]) for i in order]
+        order = np.argsort(-self.rank(), kind="stable")
+        return [Detection(self.boxes[i], float(self.scores[i]), self.landmarks[i], bool(self.weak[i])) for i in order]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -298,6 +318,15 @@ class _OrtDetector:
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.threshold = float(threshold)
+        # Candidates scoring in [weak_threshold, threshold) are kept too, flagged weak (None: none kept).
+        self.weak_threshold: float | None = None
+
+    @property
+    def score_floor(self) -> float:
+        """Lowest score a raw candidate may have: the threshold, or the weak threshold below it."""
+        if self.weak_threshold is None:
+            return self.threshold
+        return min(self.threshold, float(self.weak_threshold))
 
     @property
     def providers(self) -> list[str]:
@@ -307,14 +336,16 @@ class _OrtDetector:
         raise NotImplementedError
 
     def candidates(self, frame_bgr: np.ndarray) -> Candidates:
-        """One pass at the frame's own size; thresholded, NMS'd, image coordinates."""
+        """One pass at the frame's own size; thresholded (down to the weak threshold, flagged), NMS'd,
+        image coordinates."""
         c = self._raw(_to_bgr(frame_bgr))
         if not len(c):
             return c
-        return c.select(nms(c.boxes, c.scores, self.nms_iou))
+        c.weak = c.scores < self.threshold
+        return c.select(nms(c.boxes, c.rank(), self.nms_iou))
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        return self.candidates(frame_bgr).to_detections()
+        return self.candidates(frame_bgr).strong().to_detections()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold}, providers={self.providers})"
@@ -354,7 +385,7 @@ class YuNet(_OrtDetector):
             cls = np.clip(outs[f"cls_{s}"].reshape(-1), 0, 1)
             obj = np.clip(outs[f"obj_{s}"].reshape(-1), 0, 1)
             score = np.sqrt(cls * obj)
-            idx = np.nonzero(score >= self.threshold)[0]
+            idx = np.nonzero(score >= self.score_floor)[0]
             if not idx.size:
                 continue
             grid = np.stack([idx % cols, idx // cols], 1).astype(np.float32)
@@ -393,7 +424,7 @@ class CenterFace(_OrtDetector):
         blob = padded[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
         heat, scale, offset, lms = self.session.run(None, {self.input_name: blob})
         heat = heat[0, 0]
-        ys, xs = np.nonzero(heat > self.threshold)
+        ys, xs = np.nonzero(heat > self.score_floor)
         if not ys.size:
             return Candidates()
         h = np.exp(scale[0, 0, ys, xs]) * 4
@@ -451,7 +482,7 @@ class RetinaFace(_OrtDetector):
         if loc.shape[1] != priors.shape[0]:
             raise RuntimeError(f"RetinaFace produced {loc.shape[1]} boxes for {priors.shape[0]} priors; unsupported model file")
         scores = conf[0, :, 1]
-        idx = np.nonzero(scores > self.threshold)[0]
+        idx = np.nonzero(scores > self.score_floor)[0]
         if not idx.size:
             return Candidates()
         p = priors[idx]
@@ -526,7 +557,7 @@ class SCRFD(_OrtDetector):
             dist = outs[i + k].reshape(-1, 4) * s
             kps = outs[i + 2 * k].reshape(-1, 5, 2) * s
             ctr = self._anchor_centers(math.ceil(ih / s), math.ceil(iw / s), s)
-            idx = np.nonzero(scores >= self.threshold)[0]
+            idx = np.nonzero(scores >= self.score_floor)[0]
             if not idx.size:
                 continue
             c = ctr[idx]
@@ -622,9 +653,24 @@ class RobustDetector:
     def name(self) -> str:
         return "+".join([self.model.name] + [h.name for h in self.helpers])
 
-    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
+    @property
+    def weak_threshold(self) -> float | None:
+        """Score from which faces below the threshold are still returned by ``detect(..., weak=True)``."""
+        return self.model.weak_threshold
+
+    @weak_threshold.setter
+    def weak_threshold(self, value: float | None) -> None:
+        if value is not None and not 0.0 < float(value) < 1.0:
+            raise ValueError(f"weak threshold must be in (0, 1) or None, got {value}")
+        for m in [self.model, *self.helpers]:
+            m.weak_threshold = None if value is None else float(value)
+
+    def detect(self, frame_bgr: np.ndarray, weak: bool = False) -> list[Detection]:
+        """Faces of a frame, best first. ``weak=True`` adds the faces scoring between
+        :attr:`weak_threshold` and the threshold, flagged ``weak`` and listed after the strong ones."""
         frame = _to_bgr(frame_bgr)
-        return self.candidates(frame).to_detections()
+        c = self.candidates(frame)
+        return (c if weak else c.strong()).to_detections()
 
     def candidates(self, frame: np.ndarray) -> Candidates:
         o = self.options
@@ -672,7 +718,7 @@ class RobustDetector:
         allc = Candidates.concat(parts)
         if not len(allc):
             return allc
-        return allc.select(nms(allc.boxes, allc.scores, o.nms_iou))
+        return allc.select(nms(allc.boxes, allc.rank(), o.nms_iou))
 
     @staticmethod
     def _inside_tile(boxes: np.ndarray, x0: int, y0: int, x1: int, y1: int, w: int, h: int, margin: float = 2.0) -> np.ndarray:
@@ -727,6 +773,7 @@ def make_detector(
     providers: Sequence[ProviderSpec] | None = None,
     threshold: float | None = None,
     options: RobustOptions | None = None,
+    weak_threshold: float | None = None,
 ) -> RobustDetector:
     """The product's detector: a thin detector wrapped in :class:`RobustDetector`.
 
@@ -734,9 +781,13 @@ def make_detector(
     ``'yunet+retinaface'``): the first runs every pass, the others the working-size pass only.
     ``providers`` lists ONNX Runtime execution providers (default CPU only); a missing one raises
     :class:`ProviderUnavailableError`. ``threshold`` overrides the score threshold of all of them.
+    ``weak_threshold``: faces scoring from it up to the threshold come back from
+    ``detect(frame, weak=True)`` flagged ``weak`` (track continuation only; see ``track.Tracker``).
     """
     parts = [p for p in str(name_or_path).split("+") if p] if not str(name_or_path).lower().endswith(".onnx") else [str(name_or_path)]
     if not parts:
         raise ValueError("empty detector name")
     models = [make_single(p, providers, threshold) for p in parts]
-    return RobustDetector(models[0], options, helpers=models[1:])
+    detector = RobustDetector(models[0], options, helpers=models[1:])
+    detector.weak_threshold = weak_threshold
+    return detector

@@ -9,7 +9,14 @@ Per frame, :meth:`Tracker.update` takes the detector's faces and returns one
   over are then matched on the mean landmark distance, in units of the track's
   box size (``landmark_match``), which catches fast motion where boxes no
   longer overlap.
-* **Fail closed.** Every detection of this frame comes back as a track (new
+* **Weak detections.** Detections flagged ``weak`` (scored below the
+  detector's threshold, kept down to its weak threshold) are matched in a
+  second stage, by IoU only, to the tracks still unmatched: a face the
+  detector grows unsure of (small, turning, blurred) keeps its track instead
+  of leaking when hold-over runs out. A weak detection never starts a track;
+  unmatched ones are dropped. (Two-stage association as in ByteTrack, Zhang
+  et al., ECCV 2022.)
+* **Fail closed.** Every strong detection of this frame comes back as a track (new
   ones included), whatever ``min_hits`` says. ``min_hits`` only decides when a
   track is *confirmed*; only confirmed tracks are held over.
 * **Hold-over.** A confirmed track that misses its detection is still returned
@@ -220,6 +227,7 @@ class Track:
     hits: int  # detections matched so far
     confirmed: bool  # hits >= min_hits (only confirmed tracks are held over)
     raw_landmarks: np.ndarray | None = None  # the detector's landmarks (None when held)
+    weak: bool = False  # matched this frame to a detection below the detector's threshold
 
 
 def track_seed(run_seed: int, track_id: int) -> int:
@@ -233,12 +241,15 @@ class _Det:
     box: np.ndarray
     score: float
     landmarks: np.ndarray | None
+    weak: bool = False
 
 
 def _as_det(d: Any) -> _Det | None:
     """Normalise one detection; None (logged) for a box that cannot locate anything."""
+    weak = False
     if hasattr(d, "box"):
         box, score, lm = d.box, getattr(d, "score", 1.0), getattr(d, "landmarks", None)
+        weak = bool(getattr(d, "weak", False))
     else:
         box, score, lm = d
     b = np.asarray(box, dtype=np.float64).reshape(-1)[:4]
@@ -253,7 +264,7 @@ def _as_det(d: Any) -> _Det | None:
             land = arr.reshape(5, 2)
         else:
             log.debug("detection landmarks ignored (need 5 finite points): %s", np.shape(lm))
-    return _Det(b, float(score) if score is not None else 1.0, land)
+    return _Det(b, float(score) if score is not None else 1.0, land, weak)
 
 
 def _box_size(box: np.ndarray) -> float:
@@ -277,6 +288,7 @@ class _TrackState:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre, pixels per frame
     hits: int = 1
     filter: OneEuroFilter | None = None
+    weak: bool = False  # last matched detection was weak
 
     def predicted_box(self, frame_index: int, grow: float = 0.0) -> np.ndarray:
         gap = frame_index - self.last_frame
@@ -317,9 +329,19 @@ class Tracker:
             raise ValueError(f"frame_index must increase: got {frame_index} after {self._last_frame} "
                              "(call reset() for a new stream)")
         self._last_frame = frame_index
-        dets = [d for d in map(_as_det, detections) if d is not None]
+        parsed = [d for d in map(_as_det, detections) if d is not None]
+        dets = [d for d in parsed if not d.weak]
+        weak = [d for d in parsed if d.weak]
 
         matches, free_tracks, free_dets = self._match(dets, frame_index)
+        if weak and free_tracks:
+            extra = self._match_weak(free_tracks, weak, frame_index)
+            if extra:
+                log.debug("%d track(s) continued by a weak detection at frame %d", len(extra), frame_index)
+                base = len(dets)
+                dets = dets + weak
+                matches = matches + [(ti, base + wi) for ti, wi in extra]
+                free_tracks = [ti for ti in free_tracks if ti not in {m[0] for m in extra}]
         out: list[Track] = []
         for ti, di in matches:
             st = self._tracks[ti]
@@ -381,6 +403,13 @@ class Tracker:
             free_d = [j for j in free_d if j not in {m[1] for m in extra}]
         return matches, free_t, free_d
 
+    def _match_weak(self, free_tracks: list[int], weak: list[_Det], frame_index: int) -> list[tuple[int, int]]:
+        """Second stage: unmatched tracks x weak detections, Hungarian on 1 - IoU with the predicted box."""
+        pred = np.stack([self._tracks[ti].predicted_box(frame_index) for ti in free_tracks])
+        iou = iou_matrix(pred, np.stack([d.box for d in weak]))
+        cost = np.where(iou >= self.config.iou_match, 1.0 - iou, _FORBIDDEN)
+        return [(free_tracks[a], b) for a, b in linear_assignment(cost) if cost[a, b] < _FORBIDDEN]
+
     def _make_filter(self) -> OneEuroFilter | None:
         cfg = self.config
         if cfg.smoothing != "one_euro":
@@ -422,6 +451,7 @@ class Tracker:
             st.velocity = st.velocity * (limit / speed)
         st.box = det.box.copy()
         st.score = det.score
+        st.weak = det.weak
         st.raw_landmarks = det.landmarks
         st.landmarks = self._smooth(st, det.landmarks, dt=gap / cfg.fps)
         st.last_frame = frame_index
@@ -440,4 +470,4 @@ class Tracker:
             raw = None if st.raw_landmarks is None else st.raw_landmarks.copy()
         return Track(track_id=st.track_id, box=box, landmarks=lm, score=st.score,
                      age=frame_index - st.start_frame + 1, misses=misses, is_held=held, seed=st.seed,
-                     hits=st.hits, confirmed=st.hits >= cfg.min_hits, raw_landmarks=raw)
+                     hits=st.hits, confirmed=st.hits >= cfg.min_hits, raw_landmarks=raw, weak=not held and st.weak)

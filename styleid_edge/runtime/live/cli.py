@@ -48,6 +48,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector", default=None, help="yunet (default), centerface, retinaface, or SCRFD .onnx")
     p.add_argument("--thresh", type=float, help="detection score threshold")
+    p.add_argument("--weak-thresh", type=float, help="faces scoring from this up to --thresh only continue a "
+                   "tracked face, never start one (default 0.3; 0 turns it off)")
     p.add_argument("--min-face", type=int, default=24)
     p.add_argument("--detect-max-side", type=int, default=0, help="detect faces on a copy scaled down to this "
                    "longer side, e.g. 640 (faster on small CPUs; faces under ~10 px after scaling are missed; "
@@ -83,7 +85,7 @@ def register_live(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace):
-    from ..anonymizer import Anonymizer, AnonymizerConfig
+    from ..anonymizer import Anonymizer, AnonymizerConfig, weak_threshold
     from ..backends import parse_providers
     from ..detect import DEFAULT_DETECTOR
     from .batcher import RenderBatcher
@@ -109,6 +111,7 @@ def _build(args: argparse.Namespace):
                     "anonymized and counted only")
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed,
                               detector=args.detector or DEFAULT_DETECTOR, detector_threshold=args.thresh,
+                              weak_threshold=weak_threshold(args.weak_thresh),
                               min_face=args.min_face, providers=parse_providers(args.providers),
                               detect_max_side=args.detect_max_side,
                               **backend_config(args))
