@@ -99,6 +99,24 @@ def test_unprocessed_face_leaks_even_with_low_similarity(evaluator: Evaluator) -
     assert r.similarity < 0.01 and not r.processed and r.leak and r.reason == "unprocessed"
 
 
+def test_large_change_elsewhere_does_not_hide_an_untouched_face(evaluator: Evaluator) -> None:
+    """A big area changed outside the face (e.g. a false detection the anonymizer pixelated) is not
+    codec noise: the untouched face next to it is still a leak, and a processed face still counts."""
+    obama = load_photo("obama.jpg")
+    h, w = obama.shape[:2]
+    canvas = np.full((h, 3 * w, 3), 128, np.uint8)
+    canvas[:, w:2 * w] = obama
+    canvas[:, :w] = np.linspace(40, 90, w, dtype=np.float32).astype(np.uint8)[None, :, None]
+    out = canvas.copy()
+    out[:, :w] = 255 - out[:, :w]  # a third of the frame changed by ~100 levels, far from the face
+    r = _only([f for f in evaluator.add_frame(canvas, out) if w <= f.box[0] < 2 * w])
+    assert r.leak and not r.processed and r.reason == "unprocessed"
+    done = out.copy()
+    pixelate(done, np.array(r.box, np.float32))
+    r2 = _only([f for f in evaluator.add_frame(canvas, done) if w <= f.box[0] < 2 * w])
+    assert r2.processed
+
+
 def test_blur_levels_score_in_order(evaluator: Evaluator) -> None:
     obama = load_photo("obama.jpg")
     box = _face(evaluator, obama).box

@@ -110,6 +110,14 @@ void Anonymizer::process(cv::Mat &frame) {
                 r.fallback = STYLEID_EDGE_FALLBACK_ALIGN_ERROR;
             }
         }
+        // Faces planned to be obscured are drawn now, under the generated faces: a large fallback box (often a
+        // false detection) must not cover faces anonymized properly. Later failures are drawn last, on top.
+        planned_.assign(records_.size(), 0);
+        for (size_t i = 0; i < records_.size(); ++i) {
+            if (records_[i].method != STYLEID_EDGE_METHOD_PIXELATE) continue;
+            planned_[i] = 1;
+            obscure(frame, records_[i]);
+        }
         const size_t step = static_cast<size_t>(std::max(1, options_.batch_size));
         for (size_t start = 0; start < batch_.size(); start += step) {
             size_t end = std::min(batch_.size(), start + step);
@@ -139,13 +147,18 @@ void Anonymizer::process(cv::Mat &frame) {
             }
         }
     }
-    // obscuring last, on top: these faces must never show
-    for (const auto &r : records_) {
-        if (r.method != STYLEID_EDGE_METHOD_PIXELATE) continue;
-        std::array<float, 4> box{static_cast<float>(r.track.box[0]), static_cast<float>(r.track.box[1]),
-                                 static_cast<float>(r.track.box[2]), static_cast<float>(r.track.box[3])};
-        pixelate(frame, box, pixelate_small_);
+    // the rest last, on top: these faces must never show
+    for (size_t i = 0; i < records_.size(); ++i) {
+        if (records_[i].method != STYLEID_EDGE_METHOD_PIXELATE) continue;
+        if (latent_ && planned_[i]) continue;  // drawn before generation
+        obscure(frame, records_[i]);
     }
+}
+
+void Anonymizer::obscure(cv::Mat &frame, const FaceRecord &r) {
+    std::array<float, 4> box{static_cast<float>(r.track.box[0]), static_cast<float>(r.track.box[1]),
+                             static_cast<float>(r.track.box[2]), static_cast<float>(r.track.box[3])};
+    pixelate(frame, box, pixelate_small_);
 }
 
 }  // namespace styleid

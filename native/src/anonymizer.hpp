@@ -41,6 +41,7 @@ public:
 
 private:
     int unsuitable(const Track &t) const;
+    void obscure(cv::Mat &frame, const FaceRecord &r);  // fail-closed pixelation of one face
 
     styleid_edge_options options_;
     ov::Core core_;
@@ -57,6 +58,7 @@ private:
     cv::Mat pixelate_small_, align_small_;
     std::vector<cv::Matx23d> matrices_;
     std::vector<size_t> batch_;
+    std::vector<char> planned_;  // faces obscured before generation (drawn under the generated faces)
     std::vector<uint64_t> seeds_;
 };
 

@@ -9,8 +9,9 @@ checked):
   score is the cosine of the two L2-normalised embeddings;
 - **processed**: the mean absolute difference (0-255, over the box and the three channels) between
   the two frames inside the face box is above a noise bound, ``max(processed_diff,
-  noise_factor x the frame's change outside the faces)`` -- re-encoding noise does not count as
-  processing;
+  noise_factor x the frame's median change outside the faces)`` -- re-encoding noise does not count
+  as processing (the median per-pixel change: a large area that the anonymizer changed outside the
+  faces, e.g. a false detection it pixelated, is not noise and must not raise the bound);
 - **leak**: ``similarity >= threshold`` (default SFace's same-person threshold 0.363) **or** not
   processed (an untouched face is a leak whatever the recognizer says).
 
@@ -324,6 +325,15 @@ def _mean_abs_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None)
     return float(d[mask].mean())
 
 
+def _median_abs_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Median over the masked pixels of the per-pixel mean |a - b| over channels (codec noise level)."""
+    if not mask.any():
+        return 0.0
+    d = cv2.absdiff(a, b)
+    d = d.mean(axis=2) if d.ndim == 3 else d.astype(np.float64)
+    return float(np.median(d[mask]))
+
+
 def _clip_box(box: np.ndarray, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = (float(v) for v in box)
     mx, my = (x2 - x1) * margin, (y2 - y1) * margin
@@ -401,7 +411,7 @@ class Evaluator:
             outside_mask[y0:y1, x0:x1] = False
         outside = _mean_abs_diff(original, anonymized, outside_mask)
         self.outside.append(outside)
-        bound = max(cfg.processed_diff, cfg.noise_factor * outside)
+        bound = max(cfg.processed_diff, cfg.noise_factor * _median_abs_diff(original, anonymized, outside_mask))
 
         results: list[FaceResult] = []
         if dets:

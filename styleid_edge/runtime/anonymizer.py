@@ -262,6 +262,12 @@ class Anonymizer:
         outs = [frame.copy() for frame in frames]
         if records_per_frame is None:
             records_per_frame = [self.plan(tracks) for tracks in tracks_per_frame]
+        # Faces planned to be obscured (too small, profile, ...) are drawn first, under the generated
+        # faces: a large fallback box (often a false detection) must not cover faces that were
+        # anonymized properly. Faces that fail later (model, paste, identity check) are drawn last, on top.
+        planned = [[rec.method in ("pixelate", "blur") for rec in records] for records in records_per_frame]
+        for out, tracks, records in zip(outs, tracks_per_frame, records_per_frame):
+            self.obscure(out, tracks, records)
         work = []
         if self.method not in ("blur", "pixelate"):
             for fi, (tracks, records) in enumerate(zip(tracks_per_frame, records_per_frame)):
@@ -270,15 +276,17 @@ class Anonymizer:
                         work.append(_Work(tr, rec, fi, ti))
         if work:
             self._run_generative(outs, frames, work, chunk or self.config.batch_size, on_chunk)
-        for out, tracks, records in zip(outs, tracks_per_frame, records_per_frame):
-            self.obscure(out, tracks, records)
+            for out, tracks, records, skip in zip(outs, tracks_per_frame, records_per_frame, planned):
+                self.obscure(out, tracks, records, skip=skip)
         return list(zip(outs, records_per_frame))
 
     @staticmethod
-    def obscure(out: np.ndarray, tracks: list, records: list[FaceRecord]) -> None:
-        """Pixelate (or blur) in place every face whose record says so. Applied last, on top:
+    def obscure(out: np.ndarray, tracks: list, records: list[FaceRecord], skip: list[bool] | None = None) -> None:
+        """Pixelate (or blur) in place every face whose record says so (except where ``skip`` is True):
         these faces must never show, whatever was pasted before."""
-        for tr, rec in zip(tracks, records):
+        for i, (tr, rec) in enumerate(zip(tracks, records)):
+            if skip is not None and skip[i]:
+                continue
             if rec.method == "pixelate":
                 fallback.pixelate(out, np.asarray(tr.box, dtype=np.float32))
             elif rec.method == "blur":
