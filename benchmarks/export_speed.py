@@ -220,18 +220,18 @@ class TorchPath(Path_):
         return img
 
 
-class OrtPath(Path_):
-    def __init__(self, onnx_dir: Path, providers: list[str], threads: int, opt_level: str, spin: int | None,
-                 name: str = "ort", files: dict[str, Path] | None = None):
+class RunnerPath(Path_):
+    """The pack's encoder, affine and synthesis ONNX files, each run by a runner with ``run(names, feeds)``
+    (an ONNX Runtime session or a runtime backend's runner). ``files`` replaces some of them (INT8)."""
+
+    ROLES = ("encoder", "affine", "synthesis")
+
+    def __init__(self, name: str, onnx_dir: Path, files: dict[str, Path] | None,
+                 load: Callable[[Path, str], object]):
         self.name = name
-        files = {role: onnx_dir / f"{role}.onnx" for role in ("encoder", "affine", "synthesis")} | (files or {})
-        self.encoder = ort_session(files["encoder"], providers, threads, opt_level, spin)
-        self.affine = ort_session(files["affine"], providers, threads, opt_level, spin)
-        self.synthesis = ort_session(files["synthesis"], providers, threads, opt_level, spin)
-        self.where = (f"onnxruntime {ort.__version__}, {self.encoder.get_providers()[0]}, opt {opt_level}"
-                      + (f", allow_spinning {spin}" if spin is not None else "")
-                      + (f"; {', '.join(f'{r} {f.name}' for r, f in (files or {}).items() if f.parent != onnx_dir)}"
-                         if name != "ort" else ""))
+        paths = {role: onnx_dir / f"{role}.onnx" for role in self.ROLES} | (files or {})
+        self.encoder, self.affine, self.synthesis = (load(paths[role], role) for role in self.ROLES)
+        self.files_note = "; " + ", ".join(f"{r} {f.name}" for r, f in files.items()) if files else ""
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         return self.encoder.run(["w_plus"], {"image": image})[0]
@@ -242,32 +242,27 @@ class OrtPath(Path_):
         return self.synthesis.run(["image"], {"styles": styles})[0]
 
 
-class OpenVINOPath(Path_):
+class OrtPath(RunnerPath):
+    def __init__(self, onnx_dir: Path, providers: list[str], threads: int, opt_level: str, spin: int | None,
+                 name: str = "ort", files: dict[str, Path] | None = None):
+        super().__init__(name, onnx_dir, files,
+                         lambda path, role: ort_session(path, providers, threads, opt_level, spin))
+        self.where = (f"onnxruntime {ort.__version__}, {self.encoder.get_providers()[0]}, opt {opt_level}"
+                      + (f", allow_spinning {spin}" if spin is not None else "") + self.files_note)
+
+
+class OpenVINOPath(RunnerPath):
     """The same ONNX files compiled by OpenVINO's CPU plugin (the runtime's ``--backend openvino``)."""
 
     def __init__(self, onnx_dir: Path, threads: int, name: str = "ov", files: dict[str, Path] | None = None):
+        import openvino
+
         from styleid_edge.runtime.backends import SessionOptions as Opts
         from styleid_edge.runtime.openvino_backend import OpenVINORunner
 
-        self.name = name
-        files = {role: onnx_dir / f"{role}.onnx" for role in ("encoder", "affine", "synthesis")} | (files or {})
         opts = Opts(intra_op_threads=threads, backend="openvino")
-        self.encoder = OpenVINORunner.create(files["encoder"], "encoder", opts)
-        self.affine = OpenVINORunner.create(files["affine"], "affine", opts)
-        self.synthesis = OpenVINORunner.create(files["synthesis"], "synthesis", opts)
-        import openvino
-
-        self.where = f"openvino {openvino.__version__}, {self.encoder.provider}" + (
-            f"; {', '.join(f'{r} {f.name}' for r, f in (files or {}).items() if f.parent != onnx_dir)}"
-            if files else "")
-
-    def encode(self, image: np.ndarray) -> np.ndarray:
-        return self.encoder.run(["w_plus"], {"image": image})[0]
-
-    def generate(self, w_plus) -> np.ndarray:
-        w_plus = np.ascontiguousarray(self.to_numpy(w_plus), dtype=np.float32)
-        styles = self.affine.run(["styles"], {"w_plus": w_plus})[0]
-        return self.synthesis.run(["image"], {"styles": styles})[0]
+        super().__init__(name, onnx_dir, files, lambda path, role: OpenVINORunner.create(path, role, opts))
+        self.where = f"openvino {openvino.__version__}, {self.encoder.provider}{self.files_note}"
 
 
 def make_paths(models: Models, names: list[str], device: torch.device, providers: list[str], ort_threads: int,
@@ -298,14 +293,13 @@ def make_paths(models: Models, names: list[str], device: torch.device, providers
             out.append(OrtPath(models.onnx_dir, providers, ort_threads, opt_level, ort_spin))
         elif name == "ort-int8":
             int8_files = int8_files or quantize_for_bench(models)
-            files = int8_files
             out.append(OrtPath(models.onnx_dir, providers, ort_threads, opt_level, ort_spin, name="ort-int8",
-                               files=files))
+                               files=int8_files))
         elif name == "ov":
             out.append(OpenVINOPath(models.onnx_dir, ort_threads))
         elif name == "ov-int8":
-            out.append(OpenVINOPath(models.onnx_dir, ort_threads, name="ov-int8",
-                                    files=(int8_files := int8_files or quantize_for_bench(models))))
+            int8_files = int8_files or quantize_for_bench(models)
+            out.append(OpenVINOPath(models.onnx_dir, ort_threads, name="ov-int8", files=int8_files))
         else:
             raise SystemExit(f"unknown path {name!r}; choose from: original, torch-ours, ort, ort-int8, ov, ov-int8")
     return out
