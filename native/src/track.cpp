@@ -173,6 +173,21 @@ Track Tracker::snapshot(const State &s, int64_t frame, bool held) const {
     return t;
 }
 
+void Tracker::iou_pairs(const std::vector<Box> &boxes, const std::vector<Det> &dets,
+                        std::vector<std::pair<int, int>> &out) {
+    out.clear();
+    const int rows = static_cast<int>(boxes.size()), cols = static_cast<int>(dets.size());
+    cost_.resize(static_cast<size_t>(rows) * cols);
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j) {
+            double v = iou(boxes[i], dets[j].box);
+            cost_[i * cols + j] = v >= config_.iou_match ? 1.0 - v : kForbidden;
+        }
+    linear_assignment(cost_, rows, cols, pairs_, assign_);
+    for (auto &p : pairs_)
+        if (cost_[p.first * cols + p.second] < kForbidden) out.push_back(p);
+}
+
 const std::vector<Track> &Tracker::update(const std::vector<Detection> &detections, int64_t frame_index) {
     const auto &cfg = config_;
     if (last_frame_ && frame_index <= *last_frame_)
@@ -209,16 +224,7 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
         std::vector<Box> &pred = pred_;
         pred.resize(n_t);
         for (int i = 0; i < n_t; ++i) pred[i] = predicted_box(tracks_[i], frame_index, 0.0);
-        std::vector<double> &cost = cost_;
-        cost.resize(static_cast<size_t>(n_t) * n_d);
-        for (int i = 0; i < n_t; ++i)
-            for (int j = 0; j < n_d; ++j) {
-                double v = iou(pred[i], dets[j].box);
-                cost[i * n_d + j] = v >= cfg.iou_match ? 1.0 - v : kForbidden;
-            }
-        linear_assignment(cost, n_t, n_d, pairs_, assign_);
-        for (auto &p : pairs_)
-            if (cost[p.first * n_d + p.second] < kForbidden) matches.push_back(p);
+        iou_pairs(pred, dets, matches);
         taken_t_.assign(n_t, 0);
         taken_d_.assign(n_d, 0);
         for (auto &p : matches) { taken_t_[p.first] = 1; taken_d_[p.second] = 1; }
@@ -269,23 +275,16 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
     // second stage: tracks still unmatched x weak detections, Hungarian on 1 - IoU (a weak face never starts a track)
     const int n_strong = n_d;
     if (!weak.empty() && !free_t.empty()) {
-        const int a_n = static_cast<int>(free_t.size()), b_n = static_cast<int>(weak.size());
-        std::vector<double> &cost3 = cost2_;
-        cost3.resize(static_cast<size_t>(a_n) * b_n);
-        for (int a = 0; a < a_n; ++a) {
-            Box pb = predicted_box(tracks_[free_t[a]], frame_index, 0.0);
-            for (int b = 0; b < b_n; ++b) {
-                double v = iou(pb, weak[b].box);
-                cost3[a * b_n + b] = v >= cfg.iou_match ? 1.0 - v : kForbidden;
-            }
-        }
-        linear_assignment(cost3, a_n, b_n, pairs_, assign_);
-        extra_.clear();
-        for (auto &p : pairs_)
-            if (cost3[p.first * b_n + p.second] < kForbidden) extra_.emplace_back(free_t[p.first], n_strong + p.second);
+        pred_.clear();
+        for (int ti : free_t) pred_.push_back(predicted_box(tracks_[ti], frame_index, 0.0));
+        iou_pairs(pred_, weak, extra_);
         if (!extra_.empty()) {
             taken_t_.assign(n_t, 0);
-            for (auto &p : extra_) { taken_t_[p.first] = 1; matches.push_back(p); }
+            for (auto &p : extra_) {
+                int ti = free_t[p.first];
+                taken_t_[ti] = 1;
+                matches.emplace_back(ti, n_strong + p.second);
+            }
             ft_.clear();
             for (int i : free_t) if (!taken_t_[i]) ft_.push_back(i);
             free_t.swap(ft_);

@@ -91,6 +91,8 @@ private:
     std::optional<Points> predicted_landmarks(const State &s, int64_t frame) const;
     std::optional<Points> smooth(State &s, const std::optional<Points> &lm, double dt);
     Track snapshot(const State &s, int64_t frame, bool held) const;
+    // Optimal one-to-one (row, col) pairs on 1 - IoU of boxes x dets; pairs under iou_match dropped. Into `out`.
+    void iou_pairs(const std::vector<Box> &boxes, const std::vector<Det> &dets, std::vector<std::pair<int, int>> &out);
 
     TrackerConfig config_;
     std::vector<State> tracks_;

@@ -372,9 +372,7 @@ class Tracker:
             return [], list(range(n_t)), list(range(n_d))
         pred = np.stack([t.predicted_box(frame_index) for t in self._tracks])
         det_boxes = np.stack([d.box for d in dets])
-        iou = iou_matrix(pred, det_boxes)
-        cost = np.where(iou >= cfg.iou_match, 1.0 - iou, _FORBIDDEN)
-        matches = [(i, j) for i, j in linear_assignment(cost) if cost[i, j] < _FORBIDDEN]
+        matches = self._iou_pairs(pred, det_boxes)
         free_t = [i for i in range(n_t) if i not in {m[0] for m in matches}]
         free_d = [j for j in range(n_d) if j not in {m[1] for m in matches}]
         if cfg.landmark_match > 0 and free_t and free_d:
@@ -406,9 +404,13 @@ class Tracker:
     def _match_weak(self, free_tracks: list[int], weak: list[_Det], frame_index: int) -> list[tuple[int, int]]:
         """Second stage: unmatched tracks x weak detections, Hungarian on 1 - IoU with the predicted box."""
         pred = np.stack([self._tracks[ti].predicted_box(frame_index) for ti in free_tracks])
-        iou = iou_matrix(pred, np.stack([d.box for d in weak]))
+        return [(free_tracks[a], b) for a, b in self._iou_pairs(pred, np.stack([d.box for d in weak]))]
+
+    def _iou_pairs(self, boxes_a: np.ndarray, boxes_b: np.ndarray) -> list[tuple[int, int]]:
+        """Optimal one-to-one pairs on 1 - IoU; pairs under ``iou_match`` are not pairs."""
+        iou = iou_matrix(boxes_a, boxes_b)
         cost = np.where(iou >= self.config.iou_match, 1.0 - iou, _FORBIDDEN)
-        return [(free_tracks[a], b) for a, b in linear_assignment(cost) if cost[a, b] < _FORBIDDEN]
+        return [(i, j) for i, j in linear_assignment(cost) if cost[i, j] < _FORBIDDEN]
 
     def _make_filter(self) -> OneEuroFilter | None:
         cfg = self.config
