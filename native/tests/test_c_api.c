@@ -59,6 +59,15 @@ static void link_into(const char *pack, const char *dir, const char *name, const
 }
 
 /* create must fail with `expect` and a message containing `needle` */
+/* A pack directory `dir` with the manifest text and links to these files of `pack` (NULL-terminated). */
+static void pack_copy(const char *pack, const char *dir, const char *manifest, const char *const *names) {
+    char path[4096];
+    make_dir(dir);
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    write_file(path, manifest);
+    for (; *names; ++names) link_into(pack, dir, *names, *names);
+}
+
 static void expect_create_error(const char *pack, const styleid_edge_options *opt, styleid_edge_status expect,
                                 const char *needle) {
     styleid_edge *h = (styleid_edge *)0x1;
@@ -94,22 +103,16 @@ static void test_errors(const char *pack, const char *scratch) {
     char manifest_path[4096];
     snprintf(manifest_path, sizeof manifest_path, "%s/manifest.json", pack);
     char *manifest = read_file(manifest_path);
+    static const char *const nothing[] = {NULL};
     snprintf(dir, sizeof dir, "%s/missing-files", scratch);
-    make_dir(dir);
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    write_file(path, manifest);
+    pack_copy(pack, dir, manifest, nothing);
     expect_create_error(dir, &opt, STYLEID_EDGE_ERR_PACK, "missing from the pack directory");
 
     /* every file present, but the encoder is the detector (wrong ONNX) */
+    static const char *const wrong_onnx[] = {"mapping.onnx", "affine.onnx", "synthesis.onnx", "ranks_channels.npy",
+                                             "detector.onnx", NULL};
     snprintf(dir, sizeof dir, "%s/wrong-onnx", scratch);
-    make_dir(dir);
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    write_file(path, manifest);
-    link_into(pack, dir, "mapping.onnx", "mapping.onnx");
-    link_into(pack, dir, "affine.onnx", "affine.onnx");
-    link_into(pack, dir, "synthesis.onnx", "synthesis.onnx");
-    link_into(pack, dir, "ranks_channels.npy", "ranks_channels.npy");
-    link_into(pack, dir, "detector.onnx", "detector.onnx");
+    pack_copy(pack, dir, manifest, wrong_onnx);
     link_into(pack, dir, "detector.onnx", "encoder.onnx");
     expect_create_error(dir, &opt, STYLEID_EDGE_ERR_MODEL, "inputs");
 
@@ -120,15 +123,10 @@ static void test_errors(const char *pack, const char *scratch) {
     expect_create_error(dir, &opt, STYLEID_EDGE_ERR_MODEL, "encoder.onnx");
 
     /* no detector file */
+    static const char *const no_detector[] = {"mapping.onnx", "affine.onnx", "synthesis.onnx", "encoder.onnx",
+                                              "ranks_channels.npy", NULL};
     snprintf(dir, sizeof dir, "%s/no-detector", scratch);
-    make_dir(dir);
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    write_file(path, manifest);
-    link_into(pack, dir, "mapping.onnx", "mapping.onnx");
-    link_into(pack, dir, "affine.onnx", "affine.onnx");
-    link_into(pack, dir, "synthesis.onnx", "synthesis.onnx");
-    link_into(pack, dir, "encoder.onnx", "encoder.onnx");
-    link_into(pack, dir, "ranks_channels.npy", "ranks_channels.npy");
+    pack_copy(pack, dir, manifest, no_detector);
     snprintf(path, sizeof path, "%s/detector.onnx", dir);
     unlink(path);
     expect_create_error(dir, &opt, STYLEID_EDGE_ERR_MODEL, "detector.onnx");
