@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +25,8 @@ namespace {
 
 const char *kUsage =
     "usage: styleid-edge-rt INPUT -o OUTPUT [options]\n"
-    "  INPUT            image (.jpg/.png/.bmp), video file, rtsp:// URL or camera index (0)\n"
+    "  INPUT            image (.jpg/.png/.bmp), video file, stream URL (rtsp://, http://, udp://, srt://)\n"
+    "                   or camera (0, /dev/video0). Ctrl-C ends a stream cleanly: the output is finished\n"
     "  -o, --output     output image or video file (.mp4, .avi, .mkv)\n"
     "  --pack DIR       model pack directory (default: $STYLEID_EDGE_PACK)\n"
     "  --method M       latent (default) or pixelate\n"
@@ -38,6 +40,10 @@ const char *kUsage =
     "  --threads N      inference threads (default: OpenVINO's)\n"
     "  --device NAME    OpenVINO device (default CPU)\n"
     "  --max-frames N   stop after N frames (cameras and streams)\n"
+    "  --rtsp-transport tcp|udp  RTSP transport (default: FFmpeg's, UDP then TCP)\n"
+    "  --rtsp-listen    wait for a camera or encoder to push RTSP to INPUT (rtsp://0.0.0.0:8554/name)\n"
+    "  --open-timeout S give up opening a stream after S seconds (default 30; with --rtsp-listen 600)\n"
+    "  --read-timeout S a stream with no frame for S seconds has ended (default 30)\n"
     "  -q, --quiet      no progress output\n";
 
 struct Args {
@@ -47,6 +53,9 @@ struct Args {
     int min_face = 24, threads = 0;
     long max_frames = -1;
     bool quiet = false;
+    std::string rtsp_transport;
+    bool listen = false;
+    double open_timeout = -1, read_timeout = 30;
 };
 
 [[noreturn]] void usage_error(const std::string &msg) {
@@ -77,6 +86,10 @@ Args parse(int argc, char **argv) {
             else if (k == "--threads") a.threads = std::stoi(value(i));
             else if (k == "--device") a.device = value(i);
             else if (k == "--max-frames") a.max_frames = std::stol(value(i));
+            else if (k == "--rtsp-transport") a.rtsp_transport = value(i);
+            else if (k == "--rtsp-listen") a.listen = true;
+            else if (k == "--open-timeout") a.open_timeout = std::stod(value(i));
+            else if (k == "--read-timeout") a.read_timeout = std::stod(value(i));
             else if (k == "-q" || k == "--quiet") a.quiet = true;
             else if (!k.empty() && k[0] == '-' && k != "-") usage_error("unknown option " + k);
             else if (a.input.empty()) a.input = k;
@@ -92,6 +105,13 @@ Args parse(int argc, char **argv) {
         a.pack = env;
     }
     if (a.method != "latent" && a.method != "pixelate") usage_error("--method must be latent or pixelate");
+    if (!a.rtsp_transport.empty() && a.rtsp_transport != "tcp" && a.rtsp_transport != "udp")
+        usage_error("--rtsp-transport must be tcp or udp");
+    const bool rtsp = a.input.rfind("rtsp://", 0) == 0;
+    if ((a.listen || !a.rtsp_transport.empty()) && !rtsp)
+        usage_error("--rtsp-listen and --rtsp-transport need an rtsp:// INPUT");
+    if (a.open_timeout < 0) a.open_timeout = a.listen ? 600 : 30;
+    if (a.open_timeout <= 0 || a.read_timeout <= 0) usage_error("--open-timeout and --read-timeout must be > 0");
     return a;
 }
 
@@ -124,6 +144,14 @@ private:
     bool closed_ = false;
 };
 
+// Set by SIGINT/SIGTERM: the decoder stops reading, what was read is anonymized and the output finished.
+std::atomic<bool> g_signalled{false};
+
+extern "C" void on_stop_signal(int sig) {
+    g_signalled = true;
+    std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
 struct Totals {
     long frames = 0, faces = 0, held = 0;
     std::map<std::string, long> by_method, fallbacks;
@@ -154,6 +182,16 @@ void count_faces(styleid_edge *rt, Totals &t) {
     }
 }
 
+std::string json_string(const std::string &text) {
+    std::string out = "\"";
+    for (unsigned char c : text) {
+        if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
+        else if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof buf, "\\u%04x", c); out += buf; }
+        else out += static_cast<char>(c);
+    }
+    return out + "\"";
+}
+
 void write_report(const Args &a, const Totals &t, double seconds, const std::string &error) {
     if (a.report.empty()) return;
     std::ofstream out(a.report);
@@ -166,7 +204,8 @@ void write_report(const Args &a, const Totals &t, double seconds, const std::str
         << "  \"method\": \"" << a.method << "\",\n  \"frames\": " << t.frames << ",\n  \"faces\": " << t.faces
         << ",\n  \"faces_held\": " << t.held << ",\n  \"by_method\": " << map_json(t.by_method)
         << ",\n  \"fallbacks\": " << map_json(t.fallbacks) << ",\n  \"seconds\": " << seconds
-        << ",\n  \"error\": " << (error.empty() ? "null" : "\"" + error + "\"") << "\n}\n";
+        << ",\n  \"stopped_by_signal\": " << (g_signalled ? "true" : "false")
+        << ",\n  \"error\": " << (error.empty() ? "null" : json_string(error)) << "\n}\n";
 }
 
 int fail(const std::string &what) {
@@ -203,7 +242,19 @@ int main(int argc, char **argv) {
     styleid_edge_reader *reader = nullptr;
     int width = 0, height = 0;
     double fps = 30;
-    if (styleid_edge_reader_open(a.input.c_str(), &reader, &width, &height, &fps) != STYLEID_EDGE_OK) {
+    std::string ffmpeg_options;
+    if (!a.rtsp_transport.empty()) ffmpeg_options = "rtsp_transport;" + a.rtsp_transport;
+    if (a.listen) ffmpeg_options += std::string(ffmpeg_options.empty() ? "" : "|") + "rtsp_flags;listen";
+    styleid_edge_reader_options ropt;
+    styleid_edge_reader_options_init(&ropt);
+    ropt.ffmpeg_options = ffmpeg_options.empty() ? nullptr : ffmpeg_options.c_str();
+    ropt.open_timeout_ms = static_cast<int>(a.open_timeout * 1000);
+    ropt.read_timeout_ms = static_cast<int>(a.read_timeout * 1000);
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+    if (a.listen && !a.quiet) std::fprintf(stderr, "styleid-edge-rt: waiting up to %.0f s for a push to %s\n",
+                                           a.open_timeout, a.input.c_str());
+    if (styleid_edge_reader_open_with(a.input.c_str(), &ropt, &reader, &width, &height, &fps) != STYLEID_EDGE_OK) {
         styleid_edge_destroy(rt);
         return fail("opening " + a.input);
     }
@@ -231,7 +282,7 @@ int main(int argc, char **argv) {
     std::thread decoder([&] {
         long n = 0;
         int idx = 0, got = 0;
-        while (!stop && (a.max_frames < 0 || n < a.max_frames) && free_q.pop(idx)) {
+        while (!stop && !g_signalled && (a.max_frames < 0 || n < a.max_frames) && free_q.pop(idx)) {
             if (styleid_edge_reader_read(reader, pool[idx].data(), 0, &got) != STYLEID_EDGE_OK) { set_error("reading"); break; }
             if (!got) break;
             decoded_q.push(idx);
@@ -269,6 +320,7 @@ int main(int argc, char **argv) {
         error = std::string("finishing the output: ") + styleid_edge_last_error();
     styleid_edge_destroy(rt);
     write_report(a, totals, seconds(), error);
+    if (g_signalled && !a.quiet) std::fprintf(stderr, "\nstyleid-edge-rt: stopped by a signal; the output is complete\n");
     if (!a.quiet)
         std::fprintf(stderr, "\r%ld frames, %ld faces (%ld latent, %ld pixelated) in %.1f s\n", totals.frames,
                      totals.faces, totals.by_method["latent"], totals.by_method["pixelate"], seconds());

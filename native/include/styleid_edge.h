@@ -162,9 +162,29 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_track_seed(uint64_t run_seed, 
 typedef struct styleid_edge_reader styleid_edge_reader;
 typedef struct styleid_edge_writer styleid_edge_writer;
 
-/* Open a video file, an RTSP/HTTP URL, or a camera ("0", "/dev/video0"). width/height/fps may be NULL. */
+/* Open a video file, an image, a network stream (rtsp://, http://, udp://, srt://: FFmpeg), or a
+ * camera ("0" or "/dev/video0": V4L2). width/height/fps may be NULL. Same as
+ * styleid_edge_reader_open_with(uri, NULL, ...). */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_open(const char *uri, styleid_edge_reader **out, int *width,
                                                               int *height, double *fps);
+
+/* How a stream is opened. Initialise with styleid_edge_reader_options_init (all defaults). */
+typedef struct styleid_edge_reader_options {
+    /* FFmpeg demuxer options in OpenCV's form "key;value|key;value", e.g. "rtsp_transport;tcp" or
+     * "rtsp_flags;listen" (wait for an encoder/camera to push RTSP to this URL). NULL: none.
+     * OpenCV reads them from the OPENCV_FFMPEG_CAPTURE_OPTIONS environment variable, so the call sets
+     * that variable while it opens (under a lock) and restores it; other threads that read the
+     * environment at that moment may see it. */
+    const char *ffmpeg_options;
+    int open_timeout_ms;  /* give up opening after this long (0: OpenCV's default, 30 s) */
+    int read_timeout_ms;  /* a stream with no frame for this long has ended (0: OpenCV's default, 30 s) */
+} styleid_edge_reader_options;
+
+STYLEID_EDGE_API void styleid_edge_reader_options_init(styleid_edge_reader_options *options);
+STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_open_with(const char *uri,
+                                                                   const styleid_edge_reader_options *options,
+                                                                   styleid_edge_reader **out, int *width,
+                                                                   int *height, double *fps);
 /* Next frame into bgr (width*height*3 at the given stride); *got = 0 at the end of the stream. */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *reader, uint8_t *bgr, size_t stride,
                                                               int *got);

@@ -1,7 +1,10 @@
 // video_io.cpp - the C API's video helpers on OpenCV videoio (FFmpeg backend on Debian).
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
@@ -51,20 +54,82 @@ bool image_suffix(const std::string &path) {
     return s == ".jpg" || s == ".jpeg" || s == ".png" || s == ".bmp";
 }
 
+bool is_device_path(const std::string &s) { return s.rfind("/dev/video", 0) == 0; }
+
+bool is_url(const std::string &s) { return s.find("://") != std::string::npos; }
+
+// OpenCV's FFmpeg backend takes demuxer options only from OPENCV_FFMPEG_CAPTURE_OPTIONS, read when a
+// capture opens: set it for this open, then put back what was there.
+class ScopedCaptureOptions {
+public:
+    explicit ScopedCaptureOptions(const char *options) : active_(options && *options), lock_(mutex(), std::defer_lock) {
+        if (!active_) return;
+        lock_.lock();
+        const char *old = std::getenv(kName);
+        had_old_ = old != nullptr;
+        if (had_old_) old_ = old;
+        setenv(kName, options, 1);
+    }
+    ~ScopedCaptureOptions() {
+        if (!active_) return;
+        if (had_old_) setenv(kName, old_.c_str(), 1);
+        else unsetenv(kName);
+    }
+    ScopedCaptureOptions(const ScopedCaptureOptions &) = delete;
+    ScopedCaptureOptions &operator=(const ScopedCaptureOptions &) = delete;
+
+private:
+    static std::mutex &mutex() {
+        static std::mutex m;
+        return m;
+    }
+    static constexpr const char *kName = "OPENCV_FFMPEG_CAPTURE_OPTIONS";
+    bool active_, had_old_ = false;
+    std::string old_;
+    std::unique_lock<std::mutex> lock_;
+};
+
+bool open_capture(cv::VideoCapture &capture, const std::string &uri, const styleid_edge_reader_options &o) {
+    std::vector<int> params;
+    if (o.open_timeout_ms > 0) params.insert(params.end(), {cv::CAP_PROP_OPEN_TIMEOUT_MSEC, o.open_timeout_ms});
+    if (o.read_timeout_ms > 0) params.insert(params.end(), {cv::CAP_PROP_READ_TIMEOUT_MSEC, o.read_timeout_ms});
+    if (is_camera_index(uri)) return capture.open(std::stoi(uri), cv::CAP_ANY);
+    if (is_device_path(uri)) return capture.open(uri, cv::CAP_V4L2);
+    ScopedCaptureOptions scoped(o.ffmpeg_options);
+    return capture.open(uri, cv::CAP_FFMPEG, params);
+}
+
 }  // namespace
 
 extern "C" {
 
+void styleid_edge_reader_options_init(styleid_edge_reader_options *options) {
+    if (!options) return;
+    options->ffmpeg_options = nullptr;
+    options->open_timeout_ms = 0;
+    options->read_timeout_ms = 0;
+}
+
 styleid_edge_status styleid_edge_reader_open(const char *uri, styleid_edge_reader **out, int *width, int *height,
                                              double *fps) {
+    return styleid_edge_reader_open_with(uri, nullptr, out, width, height, fps);
+}
+
+styleid_edge_status styleid_edge_reader_open_with(const char *uri, const styleid_edge_reader_options *options,
+                                                  styleid_edge_reader **out, int *width, int *height, double *fps) {
     using styleid::set_error;
     if (out) *out = nullptr;
     if (!uri || !out) return set_error(STYLEID_EDGE_ERR_ARGUMENT, "styleid_edge_reader_open: uri or out is NULL");
+    styleid_edge_reader_options opts;
+    styleid_edge_reader_options_init(&opts);
+    if (options) opts = *options;
+    if (opts.open_timeout_ms < 0 || opts.read_timeout_ms < 0)
+        return set_error(STYLEID_EDGE_ERR_ARGUMENT, "styleid_edge_reader_open: timeouts must be >= 0 ms");
     try {
         styleid::clear_error();
         auto r = new styleid_edge_reader;
         r->uri = uri;
-        if (image_suffix(r->uri)) {
+        if (!is_url(r->uri) && image_suffix(r->uri)) {
             r->image = cv::imread(r->uri, cv::IMREAD_COLOR);
             if (r->image.empty()) {
                 delete r;
@@ -80,12 +145,20 @@ styleid_edge_status styleid_edge_reader_open(const char *uri, styleid_edge_reade
             *out = r;
             return STYLEID_EDGE_OK;
         }
-        bool ok = is_camera_index(r->uri) ? r->capture.open(std::stoi(r->uri)) : r->capture.open(r->uri, cv::CAP_FFMPEG);
+        bool ok = open_capture(r->capture, r->uri, opts);
         if (!ok || !r->capture.isOpened()) {
+            std::string why;
+            if (is_camera_index(r->uri) || is_device_path(r->uri))
+                why = ": cannot open this camera (is it connected, is /dev/video* readable by this user, is it "
+                      "in use by another program?)";
+            else if (is_url(r->uri))
+                why = ": cannot open this stream (unreachable, wrong path or credentials, nothing sent within "
+                      "the open timeout, or OpenCV built without FFmpeg; for RTSP over a firewall try TCP: "
+                      "ffmpeg_options \"rtsp_transport;tcp\", styleid-edge-rt --rtsp-transport tcp)";
+            else
+                why = ": cannot open (missing file, unsupported codec, or OpenCV built without FFmpeg?)";
             delete r;
-            return set_error(STYLEID_EDGE_ERR_IO, std::string("styleid_edge_reader_open: ") + uri +
-                                                      ": cannot open (missing file, unsupported codec, or "
-                                                      "unreachable stream; is OpenCV built with FFmpeg?)");
+            return set_error(STYLEID_EDGE_ERR_IO, std::string("styleid_edge_reader_open: ") + uri + why);
         }
         r->width = static_cast<int>(r->capture.get(cv::CAP_PROP_FRAME_WIDTH));
         r->height = static_cast<int>(r->capture.get(cv::CAP_PROP_FRAME_HEIGHT));

@@ -159,6 +159,26 @@ static void test_errors(const char *pack, const char *scratch) {
     snprintf(path, sizeof path, "%s/no-such-video.mp4", scratch);
     CHECK(styleid_edge_reader_open(path, &r, NULL, NULL, NULL) == STYLEID_EDGE_ERR_IO && r == NULL, "reader_open(missing)");
     CHECK(strstr(styleid_edge_last_error(), "no-such-video.mp4") != NULL, "message: %s", styleid_edge_last_error());
+    styleid_edge_reader_options ropt;
+    styleid_edge_reader_options_init(&ropt);
+    CHECK(ropt.ffmpeg_options == NULL && ropt.open_timeout_ms == 0 && ropt.read_timeout_ms == 0, "reader options init");
+    ropt.read_timeout_ms = -1;
+    CHECK(styleid_edge_reader_open_with(path, &ropt, &r, NULL, NULL, NULL) == STYLEID_EDGE_ERR_ARGUMENT && r == NULL,
+          "reader_open_with(negative timeout)");
+    CHECK(strstr(styleid_edge_last_error(), "timeouts") != NULL, "message: %s", styleid_edge_last_error());
+    /* a refused stream fails within the open timeout, with the URL and the fix in the message; the
+     * caller's OPENCV_FFMPEG_CAPTURE_OPTIONS comes back unchanged */
+    setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "probesize;32", 1);
+    styleid_edge_reader_options_init(&ropt);
+    ropt.ffmpeg_options = "rtsp_transport;tcp";
+    ropt.open_timeout_ms = 3000;
+    CHECK(styleid_edge_reader_open_with("rtsp://127.0.0.1:1/none", &ropt, &r, NULL, NULL, NULL) == STYLEID_EDGE_ERR_IO
+          && r == NULL, "reader_open_with(refused rtsp)");
+    CHECK(strstr(styleid_edge_last_error(), "rtsp://127.0.0.1:1/none") != NULL &&
+          strstr(styleid_edge_last_error(), "rtsp_transport") != NULL, "message: %s", styleid_edge_last_error());
+    const char *env = getenv("OPENCV_FFMPEG_CAPTURE_OPTIONS");
+    CHECK(env && strcmp(env, "probesize;32") == 0, "OPENCV_FFMPEG_CAPTURE_OPTIONS restored: %s", env ? env : "(unset)");
+    unsetenv("OPENCV_FFMPEG_CAPTURE_OPTIONS");
 }
 
 static void test_frames(const char *pack, const char *clip, int method) {
