@@ -38,7 +38,9 @@ const char *kUsage =
     "  --min-face N     faces smaller than this (px) are pixelated (default 24)\n"
     "  --report FILE    write a JSON report (frames, faces, methods, fallbacks, seconds)\n"
     "  --threads N      inference threads (default: OpenVINO's)\n"
-    "  --device NAME    OpenVINO device (default CPU)\n"
+    "  --device NAME    OpenVINO device (default CPU), or TensorRT / TensorRT:N for the generative models\n"
+    "                   on GPU N (a library built with TensorRT; engines from `styleid-edge export tensorrt`)\n"
+    "  --engine-dir DIR TensorRT engine cache (default $STYLEID_EDGE_TRT_CACHE or ~/.cache/styleid-edge/tensorrt)\n"
     "  --max-frames N   stop after N frames (cameras and streams)\n"
     "  --rtsp-transport tcp|udp  RTSP transport (default: FFmpeg's, UDP then TCP)\n"
     "  --rtsp-listen    wait for a camera or encoder to push RTSP to INPUT (rtsp://0.0.0.0:8554/name)\n"
@@ -47,7 +49,7 @@ const char *kUsage =
     "  -q, --quiet      no progress output\n";
 
 struct Args {
-    std::string input, output, pack, method = "latent", detector, report, device;
+    std::string input, output, pack, method = "latent", detector, report, device, engine_dir;
     float strength = -1.f, thresh = 0.5f, weak_thresh = 0.3f;
     unsigned long long seed = 0;
     int min_face = 24, threads = 0;
@@ -85,6 +87,7 @@ Args parse(int argc, char **argv) {
             else if (k == "--report") a.report = value(i);
             else if (k == "--threads") a.threads = std::stoi(value(i));
             else if (k == "--device") a.device = value(i);
+            else if (k == "--engine-dir") a.engine_dir = value(i);
             else if (k == "--max-frames") a.max_frames = std::stol(value(i));
             else if (k == "--rtsp-transport") a.rtsp_transport = value(i);
             else if (k == "--rtsp-listen") a.listen = true;
@@ -228,6 +231,7 @@ int main(int argc, char **argv) {
     opt.num_threads = a.threads;
     if (!a.detector.empty()) opt.detector_path = a.detector.c_str();
     if (!a.device.empty()) opt.device = a.device.c_str();
+    if (!a.engine_dir.empty()) opt.engine_dir = a.engine_dir.c_str();
     const auto start = std::chrono::steady_clock::now();
     auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
 
@@ -235,6 +239,7 @@ int main(int argc, char **argv) {
     if (styleid_edge_create(a.pack.c_str(), &opt, &rt) != STYLEID_EDGE_OK) return fail("loading " + a.pack);
     styleid_edge_info info;
     styleid_edge_get_info(rt, &info);
+    if (!a.quiet) std::fprintf(stderr, "styleid-edge-rt: %s\n", styleid_edge_describe(rt));
     if (info.synthetic && !a.quiet)
         std::fprintf(stderr, "styleid-edge-rt: model pack %s is SYNTHETIC (random weights): faces are replaced by "
                              "generated textures, not natural faces\n", a.pack.c_str());

@@ -4,7 +4,7 @@
 # cmake folder is found by asking the Python interpreter (-DPython3_EXECUTABLE=..., an activated
 # virtualenv, or python3 on PATH): python -c "import openvino; ..." -> <site-packages>/openvino/cmake.
 # OpenCV: find_package(OpenCV) (Debian: apt-get install libopencv-dev).
-# TensorRT: optional; STYLEID_EDGE_HAVE_TENSORRT is set when NvInfer.h is found (not used by default).
+# TensorRT: optional; STYLEID_EDGE_WITH_TENSORRT is set when TensorRT and CUDA are found (see below).
 
 set(Python3_FIND_VIRTUALENV FIRST)
 find_package(Python3 COMPONENTS Interpreter)
@@ -35,9 +35,28 @@ find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs videoio)
 set(STYLEID_EDGE_OPENCV_LIBS opencv_core opencv_imgproc opencv_imgcodecs opencv_videoio)
 message(STATUS "styleid-edge: OpenCV ${OpenCV_VERSION}")
 
-find_path(STYLEID_EDGE_TENSORRT_INCLUDE NvInfer.h PATHS /usr/include/aarch64-linux-gnu /usr/include/x86_64-linux-gnu
-          /usr/local/tensorrt/include)
-if(STYLEID_EDGE_TENSORRT_INCLUDE)
-  set(STYLEID_EDGE_HAVE_TENSORRT ON)
-  message(STATUS "styleid-edge: TensorRT headers found in ${STYLEID_EDGE_TENSORRT_INCLUDE} (backend not built yet)")
+# TensorRT backend (device "TensorRT"): AUTO builds it when NvInfer.h, libnvinfer and the CUDA toolkit are
+# all found (Jetson/JetPack, x86 with TensorRT installed), ON requires them, OFF skips it.
+set(STYLEID_EDGE_TENSORRT AUTO CACHE STRING "TensorRT backend: AUTO, ON or OFF")
+set_property(CACHE STYLEID_EDGE_TENSORRT PROPERTY STRINGS AUTO ON OFF)
+set(STYLEID_EDGE_WITH_TENSORRT OFF)
+if(NOT STYLEID_EDGE_TENSORRT STREQUAL "OFF")
+  find_path(STYLEID_EDGE_TENSORRT_INCLUDE NvInfer.h
+            HINTS ENV TENSORRT_ROOT PATH_SUFFIXES include
+            PATHS /usr/include/aarch64-linux-gnu /usr/include/x86_64-linux-gnu /usr/local/tensorrt/include)
+  find_library(STYLEID_EDGE_NVINFER nvinfer HINTS ENV TENSORRT_ROOT PATH_SUFFIXES lib lib64
+               PATHS /usr/lib/aarch64-linux-gnu /usr/lib/x86_64-linux-gnu /usr/local/tensorrt/lib)
+  find_package(CUDAToolkit QUIET)
+  if(STYLEID_EDGE_TENSORRT_INCLUDE AND STYLEID_EDGE_NVINFER AND CUDAToolkit_FOUND)
+    set(STYLEID_EDGE_WITH_TENSORRT ON)
+    message(STATUS "styleid-edge: TensorRT backend ON (${STYLEID_EDGE_TENSORRT_INCLUDE}, ${STYLEID_EDGE_NVINFER}, "
+                   "CUDA ${CUDAToolkit_VERSION})")
+  elseif(STYLEID_EDGE_TENSORRT STREQUAL "ON")
+    message(FATAL_ERROR "STYLEID_EDGE_TENSORRT=ON but TensorRT is incomplete: NvInfer.h "
+                        "'${STYLEID_EDGE_TENSORRT_INCLUDE}', libnvinfer '${STYLEID_EDGE_NVINFER}', CUDA toolkit "
+                        "found: ${CUDAToolkit_FOUND}. Install TensorRT and the CUDA toolkit (Jetson: JetPack) or set "
+                        "TENSORRT_ROOT")
+  else()
+    message(STATUS "styleid-edge: TensorRT backend OFF (TensorRT or the CUDA toolkit not found; optional)")
+  endif()
 endif()

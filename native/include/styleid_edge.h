@@ -65,7 +65,9 @@ typedef struct styleid_edge_options {
     uint32_t struct_size;        /* sizeof(styleid_edge_options); set by styleid_edge_options_init */
     int method;                  /* styleid_edge_method; default LATENT */
     const char *detector_path;   /* fp32 YuNet ONNX; NULL: <pack>/detector.onnx */
-    const char *device;          /* OpenVINO device; NULL: "CPU" */
+    const char *device;          /* OpenVINO device ("CPU", "GPU", ...), or "TensorRT" / "TensorRT:N" (GPU N:
+                                    the generative models on TensorRT engines, the detector on OpenVINO CPU;
+                                    needs a library built with TensorRT); NULL: "CPU" */
     int num_threads;             /* OpenVINO inference threads; 0: OpenVINO's default */
     float strength;              /* (0, 1]; <= 0: the pack's calibrated default, else 0.5 */
     float truncation;            /* pseudo-identity truncation psi; default 0.7 */
@@ -80,6 +82,8 @@ typedef struct styleid_edge_options {
     int batch_size;              /* faces per encoder/generator call; default 16 */
     float weak_threshold;        /* faces scoring from this up to detector_threshold only continue a track,
                                     never start one; default 0.3; 0: off */
+    const char *engine_dir;      /* device TensorRT: the engine cache `styleid-edge export tensorrt` wrote;
+                                    NULL: $STYLEID_EDGE_TRT_CACHE, else ~/.cache/styleid-edge/tensorrt */
 } styleid_edge_options;
 
 /* One face of the last processed frame. */
@@ -131,6 +135,9 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_get_faces(const styleid_edge *
 /* Start a new stream: forget tracks; frame rate for smoothing (<= 0 keeps the current one). */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_reset(styleid_edge *handle, float fps);
 STYLEID_EDGE_API styleid_edge_status styleid_edge_get_info(const styleid_edge *handle, styleid_edge_info *info);
+/* What runs each model, e.g. "detector: OpenVINO CPU; encoder: TensorRT 10.3.0 on Orin (sm_87), FP16 engine; ...".
+ * Owned by the handle; "" for NULL. */
+STYLEID_EDGE_API const char *styleid_edge_describe(const styleid_edge *handle);
 
 /* The message of the last failed call on this thread ("" if none). Valid until the next call. */
 STYLEID_EDGE_API const char *styleid_edge_last_error(void);

@@ -37,7 +37,7 @@ class Options(C.Structure):
                 ("truncation", C.c_float), ("seed", C.c_uint64), ("use_groups", C.c_int),
                 ("detector_threshold", C.c_float), ("detector_rotations", C.c_int), ("min_face", C.c_int),
                 ("max_yaw", C.c_float), ("hold_frames", C.c_int), ("fps", C.c_float), ("batch_size", C.c_int),
-                ("weak_threshold", C.c_float)]
+                ("weak_threshold", C.c_float), ("engine_dir", C.c_char_p)]
 
 
 class Face(C.Structure):

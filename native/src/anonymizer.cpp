@@ -20,6 +20,14 @@ TrackerConfig tracker_config(const styleid_edge_options &o) {
 
 namespace {
 
+BackendConfig backend_config(const styleid_edge_options &o) {
+    BackendConfig c;
+    if (o.device && *o.device) c.device = o.device;
+    c.threads = o.num_threads;
+    if (o.engine_dir && *o.engine_dir) c.engine_dir = o.engine_dir;
+    return c;
+}
+
 std::string detector_path(const std::string &pack_dir, const styleid_edge_options &o) {
     if (o.detector_path && *o.detector_path) return o.detector_path;
     std::string p = (std::filesystem::path(pack_dir) / "detector.onnx").string();
@@ -34,13 +42,16 @@ std::string detector_path(const std::string &pack_dir, const styleid_edge_option
 }  // namespace
 
 Anonymizer::Anonymizer(const std::string &pack_dir, const styleid_edge_options &options)
-    : options_(options), pack_(load_pack(pack_dir)), tracker_(tracker_config(options)) {
-    const std::string device = options.device && *options.device ? options.device : "CPU";
+    : options_(options),
+      pack_(load_pack(pack_dir)),
+      backend_(backend_config(options)),
+      tracker_(tracker_config(options)) {
     DetectorOptions dopt;
     dopt.threshold = options.detector_threshold;
     dopt.weak_threshold = options.weak_threshold;
     dopt.rotations = options.detector_rotations != 0;
-    detector_ = std::make_unique<Detector>(core_, detector_path(pack_dir, options), device, options.num_threads, dopt);
+    detector_ = std::make_unique<Detector>(backend_.core(), detector_path(pack_dir, options), backend_.openvino_device(),
+                                           backend_.threads(), dopt);
     if (options.method == STYLEID_EDGE_METHOD_LATENT) {
         for (const char *role : {"encoder", "mapping", "affine", "synthesis"})
             if (!pack_.has(role))
@@ -52,9 +63,10 @@ Anonymizer::Anonymizer(const std::string &pack_dir, const styleid_edge_options &
         lo.truncation = options.truncation;
         lo.use_groups = options.use_groups != 0;
         lo.batch_size = options.batch_size;
-        latent_ = std::make_unique<LatentMethod>(core_, pack_, lo, device, options.num_threads);
+        latent_ = std::make_unique<LatentMethod>(backend_, pack_, lo);
         crop_size_ = std::max(256, std::min(pack_.resolution, 512));
     }
+    describe_ = "detector: " + detector_->runner() + (latent_ ? "; " + latent_->runners() : std::string());
 }
 
 void Anonymizer::reset(float fps) {

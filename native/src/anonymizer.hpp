@@ -10,6 +10,7 @@
 #include <openvino/openvino.hpp>
 #include <opencv2/core.hpp>
 
+#include "backend.hpp"
 #include "blend.hpp"
 #include "detect.hpp"
 #include "latent.hpp"
@@ -38,14 +39,17 @@ public:
     LatentMethod *latent() { return latent_.get(); }
     const Pack &pack() const { return pack_; }
     int crop_size() const { return crop_size_; }
+    // What runs each model: "detector: OpenVINO CPU; encoder: TensorRT 10.3.0 on ...; ..."
+    const std::string &describe() const { return describe_; }
 
 private:
     int unsuitable(const Track &t) const;
     void obscure(cv::Mat &frame, const FaceRecord &r);  // fail-closed pixelation of one face
 
     styleid_edge_options options_;
-    ov::Core core_;
     Pack pack_;
+    Backend backend_;
+    std::string describe_;
     std::unique_ptr<Detector> detector_;
     std::unique_ptr<LatentMethod> latent_;
     Tracker tracker_;

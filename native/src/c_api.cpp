@@ -200,6 +200,11 @@ styleid_edge_status styleid_edge_get_info(const styleid_edge *handle, styleid_ed
     });
 }
 
+const char *styleid_edge_describe(const styleid_edge *handle) {
+    if (!handle || !handle->anonymizer) return "";
+    return handle->anonymizer->describe().c_str();
+}
+
 styleid_edge_status styleid_edge_detect(styleid_edge *handle, const uint8_t *bgr, int width, int height, size_t stride,
                                         styleid_edge_face *faces, size_t capacity, size_t *count) {
     return guarded("styleid_edge_detect", [&] {

@@ -135,7 +135,7 @@ void Detector::single_pass(const cv::Mat &img) {
         cv::copyMakeBorder(img, padded_, 0, ph - h, 0, pw - w, cv::BORDER_CONSTANT, cv::Scalar::all(0));
         src = &padded_;
     }
-    float *blob = model_.input(0, ov::Shape{1, 3, static_cast<size_t>(ph), static_cast<size_t>(pw)});
+    float *blob = model_.input(0, Dims{1, 3, static_cast<size_t>(ph), static_cast<size_t>(pw)});
     for (int y = 0; y < ph; ++y) {
         const uint8_t *row = src->ptr<uint8_t>(y);
         for (int x = 0; x < pw; ++x)
@@ -149,11 +149,10 @@ void Detector::single_pass(const cv::Mat &img) {
     for (int si = 0; si < 3; ++si) {
         const int s = kStrides[si];
         const int cols = pw / s;
-        ov::Tensor cls = model_.output(si), obj = model_.output(3 + si), bbox = model_.output(6 + si),
-                   kps = model_.output(9 + si);
-        const float *pc = cls.data<float>(), *po = obj.data<float>(), *pb = bbox.data<float>(),
-                    *pk = kps.data<float>();
-        const size_t n = cls.get_size();
+        const TensorView cls = model_.output(si);
+        const float *pc = cls.data, *po = model_.output(3 + si).data, *pb = model_.output(6 + si).data,
+                    *pk = model_.output(9 + si).data;
+        const size_t n = cls.size();
         for (size_t i = 0; i < n; ++i) {
             float c = std::min(std::max(pc[i], 0.f), 1.f), o = std::min(std::max(po[i], 0.f), 1.f);
             float score = std::sqrt(c * o);

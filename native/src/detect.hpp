@@ -47,6 +47,7 @@ public:
     // All faces of a BGR frame: strong ones best score first, then the weak ones (if weak_threshold is set). The result is the detector's own buffer: valid until the
     // next detect() call (steady state: no heap allocation; the model keeps one compiled copy per pass shape).
     const std::vector<Detection> &detect(const cv::Mat &frame);
+    std::string runner() const { return model_.runner(); }
 
 private:
     // thresholded, NMS 0.3, image coordinates, into pass_

@@ -74,17 +74,16 @@ ChannelRank load_channel_rank(const Pack &pack, bool use_groups) {
     return out;
 }
 
-LatentMethod::LatentMethod(ov::Core &core, const Pack &pack, const LatentOptions &options, const std::string &device,
-                           int threads)
+LatentMethod::LatentMethod(Backend &backend, const Pack &pack, const LatentOptions &options)
     : pack_(pack),
       options_(options),
-      encoder_(core, pack.model_path("encoder"), "encoder", {"image"}, {"w_plus"}, device, threads),
-      mapping_(core, pack.model_path("mapping"), "mapping", {"z"}, {"w"}, device, threads),
-      affine_(core, pack.model_path("affine"), "affine", {"w_plus"}, {"styles"}, device, threads),
-      synthesis_(core, pack.model_path("synthesis"), "synthesis", {"styles"}, {"image"}, device, threads) {
-    encoder_size_ = static_cast<int>(encoder_.input_dim(0, 3));
+      encoder_(backend.pack_model(pack.model_path("encoder"), "encoder", {"image"}, {"w_plus"})),
+      mapping_(backend.pack_model(pack.model_path("mapping"), "mapping", {"z"}, {"w"})),
+      affine_(backend.pack_model(pack.model_path("affine"), "affine", {"w_plus"}, {"styles"})),
+      synthesis_(backend.pack_model(pack.model_path("synthesis"), "synthesis", {"styles"}, {"image"})) {
+    encoder_size_ = static_cast<int>(encoder_->input_dim(0, 3));
     if (encoder_size_ <= 0)
-        throw Error(STYLEID_EDGE_ERR_MODEL, encoder_.path() + ": the encoder input needs a static size "
+        throw Error(STYLEID_EDGE_ERR_MODEL, encoder_->path() + ": the encoder input needs a static size "
                                                               "(B, 3, S, S); re-export the pack");
     float strength = options.strength;
     if (!(strength > 0.f)) {
@@ -101,19 +100,24 @@ LatentMethod::LatentMethod(ov::Core &core, const Pack &pack, const LatentOptions
     swap_.assign(rank.rank.begin(), rank.rank.begin() + std::min(k, rank.rank.size()));
 }
 
+std::string LatentMethod::runners() const {
+    return "encoder: " + encoder_->runner() + "; mapping: " + mapping_->runner() + "; affine: " + affine_->runner() +
+           "; synthesis: " + synthesis_->runner();
+}
+
 const std::vector<float> &LatentMethod::pseudo_w(uint64_t seed) {
     auto it = w_cache_.find(seed);
     if (it != w_cache_.end()) return it->second;
     const int dim = pack_.style_dim;
     std::vector<float> z(dim);
     seed_z(seed, z.data(), z.size());
-    mapping_.set_input(0, z.data(), ov::Shape{1, static_cast<size_t>(dim)});
-    mapping_.infer();
-    ov::Tensor w = mapping_.output(0);
-    if (w.get_size() != static_cast<size_t>(dim))
-        throw Error(STYLEID_EDGE_ERR_MODEL, mapping_.path() + ": output w has " + std::to_string(w.get_size()) +
+    mapping_->set_input(0, z.data(), Dims{1, static_cast<size_t>(dim)});
+    mapping_->infer();
+    TensorView w = mapping_->output(0);
+    if (w.size() != static_cast<size_t>(dim))
+        throw Error(STYLEID_EDGE_ERR_MODEL, mapping_->path() + ": output w has " + std::to_string(w.size()) +
                                                 " values, expected " + std::to_string(dim));
-    const float *pw = w.data<float>();
+    const float *pw = w.data;
     std::vector<float> out(dim);
     const float psi = options_.truncation;
     for (int i = 0; i < dim; ++i) out[i] = pack_.latent_avg[i] + psi * (pw[i] - pack_.latent_avg[i]);
@@ -130,7 +134,7 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
     const int es = encoder_size_, nl = pack_.n_latent, sd = pack_.style_dim, ns = pack_.n_styles();
     const size_t plane = static_cast<size_t>(es) * es;
     // encoder input: RGB float (B,3,es,es) in [-1, 1]
-    float *enc_in = encoder_.input(0, ov::Shape{b, 3, static_cast<size_t>(es), static_cast<size_t>(es)});
+    float *enc_in = encoder_->input(0, Dims{b, 3, static_cast<size_t>(es), static_cast<size_t>(es)});
     for (size_t i = 0; i < b; ++i) {
         const cv::Mat *c = &crops[i];
         if (c->rows != es) {
@@ -145,42 +149,42 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
                     dst[(2 - ch) * plane + static_cast<size_t>(y) * es + x] = static_cast<float>(row[3 * x + ch]) / 127.5f - 1.0f;
         }
     }
-    encoder_.infer();
-    ov::Tensor w_src = encoder_.output(0);
+    encoder_->infer();
+    TensorView w_src = encoder_->output(0);
     const size_t wrow = static_cast<size_t>(nl) * sd;
-    if (w_src.get_size() != b * wrow)
-        throw Error(STYLEID_EDGE_ERR_MODEL, encoder_.path() + ": w_plus has " + std::to_string(w_src.get_size()) +
+    if (w_src.size() != b * wrow)
+        throw Error(STYLEID_EDGE_ERR_MODEL, encoder_->path() + ": w_plus has " + std::to_string(w_src.size()) +
                                                 " values, expected B x " + std::to_string(nl) + " x " + std::to_string(sd));
     // affine on [w_src; w_tar], w_tar = the seed's W repeated over the rows
-    if (w_plus) w_plus->assign(w_src.data<float>(), w_src.data<float>() + b * wrow);
+    if (w_plus) w_plus->assign(w_src.data, w_src.data + b * wrow);
     // the pseudo-identity W (mapping runs only for a seed not seen yet) before the affine input is written:
     // the mapping and affine requests are distinct, but keep the order obvious
     for (size_t i = 0; i < b; ++i) (void)pseudo_w(seeds[i]);
-    float *aff_in = affine_.input(0, ov::Shape{2 * b, static_cast<size_t>(nl), static_cast<size_t>(sd)});
-    std::memcpy(aff_in, w_src.data<float>(), b * wrow * sizeof(float));
+    float *aff_in = affine_->input(0, Dims{2 * b, static_cast<size_t>(nl), static_cast<size_t>(sd)});
+    std::memcpy(aff_in, w_src.data, b * wrow * sizeof(float));
     for (size_t i = 0; i < b; ++i) {
         const std::vector<float> &w = pseudo_w(seeds[i]);
         for (int r = 0; r < nl; ++r) std::memcpy(aff_in + (b + i) * wrow + static_cast<size_t>(r) * sd, w.data(), sd * sizeof(float));
     }
-    affine_.infer();
-    ov::Tensor s_all = affine_.output(0);
-    if (s_all.get_size() != 2 * b * ns)
-        throw Error(STYLEID_EDGE_ERR_MODEL, affine_.path() + ": styles has " + std::to_string(s_all.get_size()) +
+    affine_->infer();
+    TensorView s_all = affine_->output(0);
+    if (s_all.size() != 2 * b * ns)
+        throw Error(STYLEID_EDGE_ERR_MODEL, affine_->path() + ": styles has " + std::to_string(s_all.size()) +
                                                 " values, expected 2B x " + std::to_string(ns));
-    const float *ps = s_all.data<float>();
-    float *syn_in = synthesis_.input(0, ov::Shape{b, static_cast<size_t>(ns)});
+    const float *ps = s_all.data;
+    float *syn_in = synthesis_->input(0, Dims{b, static_cast<size_t>(ns)});
     std::memcpy(syn_in, ps, b * ns * sizeof(float));
     for (size_t i = 0; i < b; ++i)
         for (int64_t c : swap_) syn_in[i * ns + c] = ps[(b + i) * ns + c];
     if (styles) styles->assign(syn_in, syn_in + b * ns);
-    synthesis_.infer();
-    ov::Tensor img = synthesis_.output(0);
+    synthesis_->infer();
+    TensorView img = synthesis_->output(0);
     const int r = pack_.resolution;
     const size_t rplane = static_cast<size_t>(r) * r;
-    if (img.get_size() != b * 3 * rplane)
-        throw Error(STYLEID_EDGE_ERR_MODEL, synthesis_.path() + ": image has the wrong size; expected B x 3 x " +
+    if (img.size() != b * 3 * rplane)
+        throw Error(STYLEID_EDGE_ERR_MODEL, synthesis_->path() + ": image has the wrong size; expected B x 3 x " +
                                                 std::to_string(r) + " x " + std::to_string(r));
-    const float *pi = img.data<float>();
+    const float *pi = img.data;
     const int crop_size = crops[0].rows;
     cv::Mat &rgb = rgb_;
     rgb.create(r, r, CV_8UC3);

@@ -10,6 +10,7 @@
 
 #include <opencv2/core.hpp>
 
+#include "backend.hpp"
 #include "model.hpp"
 #include "pack.hpp"
 
@@ -33,8 +34,7 @@ struct LatentOptions {
 
 class LatentMethod {
 public:
-    LatentMethod(ov::Core &core, const Pack &pack, const LatentOptions &options, const std::string &device,
-                 int threads);
+    LatentMethod(Backend &backend, const Pack &pack, const LatentOptions &options);
 
     // New faces for aligned BGR crops (crop_size^2); faces[i] is crop_size^2 BGR. Optional intermediates
     // (w_plus: B x n_latent x style_dim, styles: B x S after the swap) for the parity tests.
@@ -44,19 +44,21 @@ public:
     int encoder_size() const { return encoder_size_; }
     int n_swapped() const { return static_cast<int>(swap_.size()); }
     const std::string &rank_source() const { return rank_source_; }
+    // "encoder: OpenVINO CPU; mapping: ...": what runs each model
+    std::string runners() const;
 
 private:
     const std::vector<float> &pseudo_w(uint64_t seed);
 
     const Pack &pack_;
     LatentOptions options_;
-    OvModel encoder_, mapping_, affine_, synthesis_;
+    std::unique_ptr<Model> encoder_, mapping_, affine_, synthesis_;
     int encoder_size_ = 0;
     std::vector<int64_t> swap_;
     std::string rank_source_;
     std::map<uint64_t, std::vector<float>> w_cache_;  // seed -> truncated W (bounded)
     // buffers reused frame to frame
-    // (model inputs are written straight into the models' own input tensors: OvModel::input)
+    // (model inputs are written straight into the models' own input buffers: Model::input)
     cv::Mat resized_, rgb_, sized_;
 };
 

@@ -15,6 +15,15 @@ std::string join(const std::vector<std::string> &names) {
     return "(" + out + ")";
 }
 
+ov::Shape to_ov(const Dims &d) { return ov::Shape(d.d.begin(), d.d.begin() + static_cast<long>(d.rank)); }
+
+bool same(const Dims &d, const ov::Shape &s) {
+    if (s.size() != d.rank) return false;
+    for (size_t i = 0; i < d.rank; ++i)
+        if (s[i] != d.d[i]) return false;
+    return true;
+}
+
 std::vector<std::string> port_names(const std::vector<ov::Output<ov::Node>> &ports) {
     std::vector<std::string> names;
     for (const auto &p : ports) {
@@ -25,6 +34,30 @@ std::vector<std::string> port_names(const std::vector<ov::Output<ov::Node>> &por
 }
 
 }  // namespace
+
+Dims::Dims(std::initializer_list<size_t> dims) {
+    if (dims.size() > d.size()) throw Error(STYLEID_EDGE_ERR_INTERNAL, "Dims: more than 8 dimensions");
+    for (size_t v : dims) d[rank++] = v;
+}
+
+size_t Dims::count() const {
+    size_t n = 1;
+    for (size_t i = 0; i < rank; ++i) n *= d[i];
+    return n;
+}
+
+bool Dims::operator==(const Dims &o) const {
+    if (rank != o.rank) return false;
+    for (size_t i = 0; i < rank; ++i)
+        if (d[i] != o.d[i]) return false;
+    return true;
+}
+
+std::string Dims::str() const {
+    std::string s = "(";
+    for (size_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+    return s + ")";
+}
 
 OvModel::OvModel(ov::Core &core, const std::string &path, const std::string &role, std::vector<std::string> inputs,
                  std::vector<std::string> outputs, const std::string &device, int threads, bool static_shapes)
@@ -65,7 +98,10 @@ OvModel::OvModel(ov::Core &core, const std::string &path, const std::string &rol
         model_ = model;  // variants are compiled on first use of each shape; check it compiles now
         ov::PartialShape ps = input_shapes_[0];
         if (ps.is_static()) {
-            variants_.push_back(compile(model_, ps.to_shape()));
+            ov::Shape st = ps.to_shape();
+            Dims dims;
+            for (size_t v : st) dims.d[dims.rank++] = v;
+            variants_.push_back(compile(model_, dims));
         } else {
             try {
                 (void)core.compile_model(model, device, config_);
@@ -76,19 +112,19 @@ OvModel::OvModel(ov::Core &core, const std::string &path, const std::string &rol
             }
         }
     } else {
-        variants_.push_back(compile(model, {}));
+        variants_.push_back(compile(model, Dims{}));
     }
     if (!variants_.empty()) current_ = variants_.front().get();
 }
 
-std::unique_ptr<OvModel::Variant> OvModel::compile(const std::shared_ptr<ov::Model> &model, const ov::Shape &shape) {
+std::unique_ptr<OvModel::Variant> OvModel::compile(const std::shared_ptr<ov::Model> &model, const Dims &shape) {
     auto v = std::make_unique<Variant>();
     v->shape = shape;
     try {
         std::shared_ptr<ov::Model> m = model;
-        if (!shape.empty() && !model->input(0).get_partial_shape().is_static()) {
+        if (shape.rank && !model->input(0).get_partial_shape().is_static()) {
             m = model->clone();
-            m->reshape(ov::PartialShape(shape));
+            m->reshape(ov::PartialShape(to_ov(shape)));
         }
         v->compiled = core_->compile_model(m, device_, config_);
         v->request = v->compiled.create_infer_request();
@@ -103,7 +139,7 @@ std::unique_ptr<OvModel::Variant> OvModel::compile(const std::shared_ptr<ov::Mod
     return v;
 }
 
-OvModel::Variant &OvModel::select(const ov::Shape &input0) {
+OvModel::Variant &OvModel::select(const Dims &input0) {
     if (!static_shapes_) return *current_;
     if (current_ && current_->shape == input0) return *current_;
     Variant *found = nullptr;
@@ -123,7 +159,7 @@ OvModel::Variant &OvModel::select(const ov::Shape &input0) {
     return *found;
 }
 
-float *OvModel::input(size_t i, const ov::Shape &shape) {
+float *OvModel::input(size_t i, const Dims &shape) {
     if (i >= inputs_.size()) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": no input " + std::to_string(i));
     Variant &v = i == 0 ? select(shape) : *current_;
     v.used = ++clock_;
@@ -132,15 +168,15 @@ float *OvModel::input(size_t i, const ov::Shape &shape) {
         t = v.request.get_tensor(v.in_ports[i]);
         v.bound[i] = 1;
     }
-    if (t.get_shape() != shape) t.set_shape(shape);  // dynamic models: reallocates only on a new shape
+    if (!same(shape, t.get_shape())) t.set_shape(to_ov(shape));  // dynamic models: reallocates only on a new shape
     return t.data<float>();
 }
 
-void OvModel::set_input(size_t i, const float *data, const ov::Shape &shape) {
+void OvModel::set_input(size_t i, const float *data, const Dims &shape) {
     if (i >= inputs_.size()) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": no input " + std::to_string(i));
     Variant &v = i == 0 ? select(shape) : *current_;
     v.used = ++clock_;
-    ov::Tensor t(ov::element::f32, shape, const_cast<float *>(data));
+    ov::Tensor t(ov::element::f32, to_ov(shape), const_cast<float *>(data));
     v.request.set_tensor(v.in_ports[i], t);
     v.bound[i] = 0;  // input() fetches the request's tensor again
 }
@@ -155,7 +191,17 @@ void OvModel::infer() {
     }
 }
 
-ov::Tensor OvModel::output(size_t i) { return current_->request.get_tensor(current_->out_ports.at(i)); }
+TensorView OvModel::output(size_t i) {
+    ov::Tensor t = current_->request.get_tensor(current_->out_ports.at(i));
+    if (t.get_element_type() != ov::element::f32)
+        throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(i) + " is not float32; re-export the pack");
+    TensorView v;
+    v.data = t.data<float>();  // the request owns the memory: valid until its next infer()
+    const ov::Shape &s = t.get_shape();
+    if (s.size() > v.shape.d.size()) throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output of rank > 8");
+    for (size_t k = 0; k < s.size(); ++k) v.shape.d[v.shape.rank++] = s[k];
+    return v;
+}
 
 long OvModel::input_dim(size_t i, size_t dim) const {
     const auto &ps = input_shapes_.at(i);

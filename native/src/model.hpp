@@ -1,7 +1,10 @@
-// model.hpp - one ONNX model of the pack compiled by OpenVINO, with the pack's exact input/output names.
+// model.hpp - one ONNX model of the pack behind a small interface (write inputs, infer, read outputs) with
+// the pack's exact input/output names; OvModel runs it on OpenVINO (trt_model.hpp: on TensorRT).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,7 +13,47 @@
 
 namespace styleid {
 
-class OvModel {
+// A tensor shape of up to 8 dimensions on the stack: building one per frame allocates nothing.
+struct Dims {
+    size_t rank = 0;
+    std::array<size_t, 8> d{};
+    Dims() = default;
+    Dims(std::initializer_list<size_t> dims);
+    size_t operator[](size_t i) const { return d[i]; }
+    size_t count() const;  // product of the dimensions (1 for rank 0)
+    bool operator==(const Dims &o) const;
+    bool operator!=(const Dims &o) const { return !(*this == o); }
+    std::string str() const;  // "(2, 3, 256, 256)"
+};
+
+// A float32 output of the last infer(): valid until the next infer() of the same model.
+struct TensorView {
+    const float *data = nullptr;
+    Dims shape;
+    size_t size() const { return shape.count(); }
+};
+
+class Model {
+public:
+    virtual ~Model() = default;
+    // Input i's float32 buffer of `shape`, owned by the model: write the input there (no allocation in
+    // steady state).
+    virtual float *input(size_t i, const Dims &shape) = 0;
+    // Bind input i to caller memory instead (float32, must stay alive until infer() returns); for
+    // one-off calls, not the per-frame path.
+    virtual void set_input(size_t i, const float *data, const Dims &shape) = 0;
+    // Run; throws Error(INFERENCE) naming the model.
+    virtual void infer() = 0;
+    // Output by index into the model's output names.
+    virtual TensorView output(size_t i) = 0;
+    // Static size of dimension `dim` of input i, or -1 when dynamic.
+    virtual long input_dim(size_t i, size_t dim) const = 0;
+    virtual const std::string &path() const = 0;
+    // What runs it, e.g. "OpenVINO CPU" or "TensorRT 10.8.0 on NVIDIA Orin (sm_87)".
+    virtual std::string runner() const = 0;
+};
+
+class OvModel : public Model {
 public:
     // Read and compile `path`; its inputs must be `inputs` (in order) and its outputs must include `outputs`
     // (empty lists: take the model's own). Throws Error(MODEL) naming the file and the fix.
@@ -23,24 +66,22 @@ public:
 
     // Input i's float32 buffer of `shape`, owned by the model and bound to the request: write the input there.
     // Allocates only when the shape differs from the last call's (steady state: no allocation).
-    float *input(size_t i, const ov::Shape &shape);
+    float *input(size_t i, const Dims &shape) override;
     // Bind input i to caller memory instead (float32, not copied; must stay alive until infer() returns).
     // Wraps the memory in a new ov::Tensor (allocates): for one-off calls, not the per-frame path.
-    void set_input(size_t i, const float *data, const ov::Shape &shape);
-    // Run; throws Error(INFERENCE) naming the model.
-    void infer();
-    // Output by index into `outputs` (valid until the next infer()).
-    ov::Tensor output(size_t i);
-    // Static size of dimension `dim` of input i, or -1 when dynamic.
-    long input_dim(size_t i, size_t dim) const;
-    const std::string &path() const { return path_; }
+    void set_input(size_t i, const float *data, const Dims &shape) override;
+    void infer() override;
+    TensorView output(size_t i) override;
+    long input_dim(size_t i, size_t dim) const override;
+    const std::string &path() const override { return path_; }
+    std::string runner() const override { return "OpenVINO " + device_; }
     const std::vector<std::string> &output_names() const { return outputs_; }
 
     static constexpr size_t kMaxVariants = 6;
 
 private:
     struct Variant {
-        ov::Shape shape;  // input 0 (static variants); empty for the dynamic model
+        Dims shape;  // input 0 (static variants); rank 0 for the dynamic model
         ov::CompiledModel compiled;
         ov::InferRequest request;
         std::vector<ov::Output<const ov::Node>> in_ports, out_ports;
@@ -48,8 +89,8 @@ private:
         std::vector<char> bound;
         uint64_t used = 0;
     };
-    std::unique_ptr<Variant> compile(const std::shared_ptr<ov::Model> &model, const ov::Shape &shape);
-    Variant &select(const ov::Shape &input0);
+    std::unique_ptr<Variant> compile(const std::shared_ptr<ov::Model> &model, const Dims &shape);
+    Variant &select(const Dims &input0);
 
     std::string path_, role_, device_;
     std::vector<std::string> inputs_, outputs_;

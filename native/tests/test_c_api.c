@@ -146,6 +146,19 @@ static void test_errors(const char *pack, const char *scratch) {
     bad = opt;
     bad.struct_size = 4;
     expect_create_error(pack, &bad, STYLEID_EDGE_ERR_ARGUMENT, "struct_size");
+    bad = opt;
+    bad.device = "TensorRT:x";
+    expect_create_error(pack, &bad, STYLEID_EDGE_ERR_ARGUMENT, "GPU index must be a number");
+#ifndef STYLEID_EDGE_WITH_TENSORRT
+    bad = opt;
+    bad.device = "TensorRT";  /* this build has no TensorRT: say so, never fall back to the CPU silently */
+    expect_create_error(pack, &bad, STYLEID_EDGE_ERR_ARGUMENT, "built without TensorRT");
+#else
+    bad = opt;
+    bad.device = "TensorRT";
+    bad.engine_dir = scratch;  /* no engines there: the message says how to build them */
+    expect_create_error(pack, &bad, STYLEID_EDGE_ERR_MODEL, "styleid-edge export tensorrt");
+#endif
 
     /* NULL handles and buffers */
     uint8_t px[12] = {0};
@@ -191,6 +204,11 @@ static void test_frames(const char *pack, const char *clip, int method) {
     if (st != STYLEID_EDGE_OK) return;
     styleid_edge_info info;
     CHECK(styleid_edge_get_info(h, &info) == STYLEID_EDGE_OK, "get_info");
+    const char *runs = styleid_edge_describe(h);
+    CHECK(strstr(runs, "detector: OpenVINO CPU") != NULL &&
+              (method != STYLEID_EDGE_METHOD_LATENT || strstr(runs, "synthesis: OpenVINO CPU") != NULL),
+          "describe: %s", runs);
+    CHECK(strcmp(styleid_edge_describe(NULL), "") == 0, "describe(NULL)");
     CHECK(info.resolution == 32 && info.crop_size == 256 && info.synthetic == 1, "info %d %d", info.resolution, info.crop_size);
 
     int width = 0, height = 0;
