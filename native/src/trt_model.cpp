@@ -69,7 +69,9 @@ public:
         wanted.onnx_path = onnx_path;
         wanted.onnx_sha256 = sha256_file(onnx_path);
         wanted.tensorrt = runtime_version();
-        wanted.gpu = prop.name;
+        wanted.gpu = prop.name;  // as the Python side records it: surrounding spaces stripped
+        wanted.gpu.erase(0, wanted.gpu.find_first_not_of(' '));
+        wanted.gpu.erase(wanted.gpu.find_last_not_of(' ') + 1);
         wanted.sm = "sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
         wanted.prefer_fp16 = options.prefer_fp16;
         const std::string dir = options.engine_dir.empty() ? default_engine_dir() : options.engine_dir;
