@@ -3,6 +3,7 @@
  *
  *   test_c_api PACK_DIR CLIP SCRATCH_DIR
  */
+#define _POSIX_C_SOURCE 200809L  /* setenv, unsetenv */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
