@@ -1,7 +1,8 @@
-"""styleid-edge-rt on live network input (issue 8): an H.264 stream sent by a real FFmpeg encoder on
-loopback (PyAV's, through the package's own StreamSink) as MPEG-TS over UDP, or pushed over RTSP into
+"""styleid-edge-rt input and output (issue 8): an H.264 stream sent by a real FFmpeg encoder on loopback
+(PyAV's, through the package's own StreamSink) as MPEG-TS over UDP, or pushed over RTSP into
 ``--rtsp-listen``; Ctrl-C (SIGINT) on an endless stream finishes the output file; clear errors for streams
-that cannot be opened and for flags that need an rtsp:// input.
+that cannot be opened and for flags that need an rtsp:// input; .mp4 output is H.264 and odd frame sizes
+keep every pixel.
 
 Camera devices (``0``, ``/dev/video0``) take the same read path after opening; there is no camera here.
 """
@@ -156,3 +157,34 @@ def test_rt_stream_errors_name_the_url_and_the_fix(rt, native_assets, tmp_path):
     run = subprocess.run([str(rt), url, "--rtsp-transport", "quic", "-o", str(tmp_path / "y.mp4"),
                           "--pack", pack], capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "--rtsp-transport must be tcp or udp" in run.stderr, run.stderr
+
+
+def test_rt_writes_h264_mp4_and_keeps_every_pixel_of_odd_sizes(rt, native_assets, tmp_path):  # noqa: F811
+    """.mp4 out is H.264; a 321x241 input (odd: the encoders need even sizes, and OpenCV would drop the
+    last row and column) comes out 322x242 with the last column/row repeated, every frame there."""
+    av = pytest.importorskip("av")
+    src = tmp_path / "odd.mkv"
+    frames = [np.full((241, 321, 3), 30 + 40 * i, np.uint8) for i in range(5)]
+    for f in frames:
+        f[:, -1] = (0, 0, 255)  # the last column is red: it must survive
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=FPS)
+        s.width, s.height, s.pix_fmt = 321, 241, "bgr0"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="bgr24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    out = tmp_path / "odd.mp4"
+    run = subprocess.run([str(rt), str(src), "-o", str(out), "--pack", str(native_assets / "pack"), "--method",
+                          "pixelate", "-q"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    with av.open(str(out)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        got = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(got) == 5 and got[0].shape == (242, 322, 3)
+    for f, g in zip(frames, got):
+        assert np.abs(g[:241, :320].astype(int) - f[:, :320]).mean() < 3  # the picture (no faces in it)
+        red = g[:241, 320:322].reshape(-1, 3).mean(0)
+        assert red[2] > 150 and red[0] < 90 and red[1] < 90, red  # column 321 kept (and repeated)

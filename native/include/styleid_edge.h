@@ -196,7 +196,9 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_open_with(const char *u
 STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *reader, uint8_t *bgr, size_t stride,
                                                               int *got);
 STYLEID_EDGE_API void styleid_edge_reader_close(styleid_edge_reader *reader);
-/* Create a video file (codec from the suffix: .mp4 -> mp4v, .avi -> MJPG, .mkv -> XVID). */
+/* Create a video file (codec from the suffix: .mp4/.mkv -> H.264 when OpenCV's FFmpeg can encode it, else
+ * mp4v/XVID; .avi -> MJPG). An odd width/height is written one pixel larger (last column/row repeated):
+ * the encoders need even sizes, and no pixel of the frame is dropped. */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_open(const char *path, int width, int height, double fps,
                                                               styleid_edge_writer **out);
 STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_write(styleid_edge_writer *writer, const uint8_t *bgr,

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 
@@ -30,6 +31,7 @@ struct styleid_edge_writer {
     cv::VideoWriter writer;
     bool is_image = false;  // a still image output: each write replaces the file
     int width = 0, height = 0;
+    cv::Mat padded;  // odd sizes: the frame with its last column/row repeated (the encoders need even sizes)
     std::string path;
 };
 
@@ -219,14 +221,27 @@ styleid_edge_status styleid_edge_writer_open(const char *path, int width, int he
             *out = w;
             return STYLEID_EDGE_OK;
         }
-        int fourcc = sfx == ".avi" ? cv::VideoWriter::fourcc('M', 'J', 'P', 'G')
-                     : sfx == ".mkv" ? cv::VideoWriter::fourcc('X', 'V', 'I', 'D')
-                                     : cv::VideoWriter::fourcc('m', 'p', '4', 'v');
+        // .mp4/.mkv: H.264 (smaller, plays everywhere) when OpenCV's FFmpeg has an encoder for it, else MPEG-4
+        // part 2; .avi: Motion JPEG. Every encoder here needs an even size (OpenCV would silently drop an odd
+        // last row/column): odd frames are written one pixel larger, the last row/column repeated.
+        std::vector<int> codecs;
+        if (sfx == ".avi") codecs = {cv::VideoWriter::fourcc('M', 'J', 'P', 'G')};
+        else codecs = {cv::VideoWriter::fourcc('a', 'v', 'c', '1')};
+        if (sfx == ".mkv") codecs.push_back(cv::VideoWriter::fourcc('X', 'V', 'I', 'D'));
+        else if (sfx != ".avi") codecs.push_back(cv::VideoWriter::fourcc('m', 'p', '4', 'v'));
         auto w = new styleid_edge_writer;
         w->path = path;
         w->width = width;
         w->height = height;
-        if (!w->writer.open(path, cv::CAP_FFMPEG, fourcc, fps, cv::Size(width, height), true) || !w->writer.isOpened()) {
+        bool opened = false;
+        const cv::Size coded(width + width % 2, height + height % 2);
+        if (coded.width != width || coded.height != height) w->padded.create(coded, CV_8UC3);
+        for (int fourcc : codecs) {
+            opened = w->writer.open(path, cv::CAP_FFMPEG, fourcc, fps, coded, true) &&
+                     w->writer.isOpened();
+            if (opened) break;
+        }
+        if (!opened) {
             delete w;
             return set_error(STYLEID_EDGE_ERR_IO, std::string("styleid_edge_writer_open: ") + path +
                                                       ": cannot create (directory missing or not writable, or no "
@@ -250,7 +265,13 @@ styleid_edge_status styleid_edge_writer_write(styleid_edge_writer *w, const uint
                 return set_error(STYLEID_EDGE_ERR_IO, w->path + ": cannot write this image (directory missing?)");
             return STYLEID_EDGE_OK;
         }
-        w->writer.write(frame);
+        if (!w->padded.empty()) {  // preallocated: copyMakeBorder writes into it without allocating
+            cv::copyMakeBorder(frame, w->padded, 0, w->padded.rows - frame.rows, 0, w->padded.cols - frame.cols,
+                               cv::BORDER_REPLICATE);
+            w->writer.write(w->padded);
+        } else {
+            w->writer.write(frame);
+        }
         return STYLEID_EDGE_OK;
     } catch (const std::exception &e) {
         return set_error(STYLEID_EDGE_ERR_IO, w->path + ": write failed: " + e.what());
