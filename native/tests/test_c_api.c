@@ -13,18 +13,7 @@
 #include <unistd.h>
 
 #include "styleid_edge.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                             \
-    do {                                                             \
-        if (!(cond)) {                                               \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);     \
-            fprintf(stderr, __VA_ARGS__);                            \
-            fprintf(stderr, "\n");                                   \
-            ++failures;                                              \
-        }                                                            \
-    } while (0)
+#include "check.h"
 
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");

@@ -16,20 +16,11 @@
 #include "engine_cache.hpp"
 #include "error.hpp"
 #include "half.hpp"
+#include "check.h"
 
 namespace fs = std::filesystem;
 using namespace styleid;
 
-static int failures = 0;
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            std::fprintf(stderr, __VA_ARGS__);                        \
-            std::fprintf(stderr, "\n");                               \
-            ++failures;                                               \
-        }                                                             \
-    } while (0)
 
 static void write(const fs::path &p, const std::string &text) {
     std::ofstream out(p, std::ios::binary);

@@ -13,17 +13,7 @@
 #include <string.h>
 
 #include "styleid_edge.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                           \
-    do {                                                           \
-        if (!(cond)) {                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-            fprintf(stderr, __VA_ARGS__);                          \
-            fprintf(stderr, "\n");                                 \
-            ++failures;                                            \
-        }                                                          \
-    } while (0)
+#include "check.h"
 
 static double max_abs(const float *a, size_t n) {
     double m = 0;
