@@ -195,6 +195,7 @@ const std::vector<Detection> &Detector::detect(const cv::Mat &frame) {
     map_affine(pass_, back);
     all.assign(pass_.begin(), pass_.end());
     if (o.rotations) {
+        int pass = 0;
         for (double angle : {-30.0, 30.0}) {
             cv::Matx23d rot = rotation_matrix(cv::Point2f(work.cols / 2.0f, work.rows / 2.0f), angle);
             double ca = std::abs(rot(0, 0)), sa = std::abs(rot(0, 1));
@@ -202,7 +203,7 @@ const std::vector<Detection> &Detector::detect(const cv::Mat &frame) {
             int nh = static_cast<int>(std::ceil(work.cols * sa + work.rows * ca));
             rot(0, 2) += nw / 2.0 - work.cols / 2.0;
             rot(1, 2) += nh / 2.0 - work.rows / 2.0;
-            cv::warpAffine(work, rotated_, rot, cv::Size(nw, nh), cv::INTER_LINEAR, cv::BORDER_CONSTANT);
+            rotate_[pass++].apply(work, rotated_, rot, cv::Size(nw, nh));  // = cv::warpAffine, maps built once
             single_pass(rotated_);
             map_affine(pass_, invert(rot));
             map_affine(pass_, back);

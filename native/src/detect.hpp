@@ -9,6 +9,7 @@
 
 #include <opencv2/core.hpp>
 
+#include "fixed_warp.hpp"
 #include "model.hpp"
 
 namespace styleid {
@@ -56,6 +57,7 @@ private:
     DetectorOptions options_;
     // reused frame to frame
     cv::Mat padded_, work_, rotated_;
+    FixedWarp rotate_[2];  // the -30 and +30 degree passes
     std::vector<Detection> found_, pass_, all_, out_;
     std::vector<size_t> keep_;
     NmsScratch nms_scratch_;
