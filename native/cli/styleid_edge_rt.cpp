@@ -255,14 +255,16 @@ int main(int argc, char **argv) {
     ropt.ffmpeg_options = ffmpeg_options.empty() ? nullptr : ffmpeg_options.c_str();
     ropt.open_timeout_ms = static_cast<int>(a.open_timeout * 1000);
     ropt.read_timeout_ms = static_cast<int>(a.read_timeout * 1000);
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
     if (a.listen && !a.quiet) std::fprintf(stderr, "styleid-edge-rt: waiting up to %.0f s for a push to %s\n",
                                            a.open_timeout, a.input.c_str());
     if (styleid_edge_reader_open_with(a.input.c_str(), &ropt, &reader, &width, &height, &fps) != STYLEID_EDGE_OK) {
         styleid_edge_destroy(rt);
         return fail("opening " + a.input);
     }
+    // from here on Ctrl-C stops reading and finishes the output (during the open it ends the process at once:
+    // nothing was written yet)
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     styleid_edge_reset(rt, static_cast<float>(fps));
     styleid_edge_writer *writer = nullptr;
     if (styleid_edge_writer_open(a.output.c_str(), width, height, fps, &writer) != STYLEID_EDGE_OK) {

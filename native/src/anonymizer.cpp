@@ -130,7 +130,7 @@ void Anonymizer::process(cv::Mat &frame) {
             planned_[i] = 1;
             obscure(frame, records_[i]);
         }
-        const size_t step = static_cast<size_t>(std::max(1, options_.batch_size));
+        const size_t step = latent_->max_faces_per_call();  // batch_size, within the engines' profiles
         for (size_t start = 0; start < batch_.size(); start += step) {
             size_t end = std::min(batch_.size(), start + step);
             std::vector<cv::Mat> &crops = batch_crops_;

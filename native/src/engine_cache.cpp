@@ -122,7 +122,12 @@ std::string sha256_file(const std::string &path) {
 }
 
 std::string default_engine_dir() {
-    if (const char *env = std::getenv("STYLEID_EDGE_TRT_CACHE"); env && *env) return env;
+    if (const char *env = std::getenv("STYLEID_EDGE_TRT_CACHE"); env && *env) {
+        std::string dir = env;  // "~/x" as Python's expanduser
+        if (dir == "~" || dir.rfind("~/", 0) == 0)
+            if (const char *home = std::getenv("HOME"); home && *home) dir = home + dir.substr(1);
+        return dir;
+    }
     std::filesystem::path base;
     if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) base = xdg;
     else if (const char *home = std::getenv("HOME"); home && *home) base = std::filesystem::path(home) / ".cache";

@@ -2,6 +2,7 @@
 // cv::warpAffine rebuilds its fixed-point coordinate maps on every call, in 64x64 blocks, each block a
 // cv::remap with its own temporaries (hundreds of heap allocations per frame). FixedWarp builds the same maps
 // once, bit for bit as warpAffine computes them, and applies them with one cv::remap: the same pixels.
+// Checked against OpenCV 4.6-4.10 (ctest fixed_warp); other versions call cv::warpAffine itself.
 #pragma once
 
 #include <opencv2/core.hpp>

@@ -100,6 +100,14 @@ LatentMethod::LatentMethod(Backend &backend, const Pack &pack, const LatentOptio
     swap_.assign(rank.rank.begin(), rank.rank.begin() + std::min(k, rank.rank.size()));
 }
 
+size_t LatentMethod::max_faces_per_call() const {
+    size_t n = static_cast<size_t>(std::max(1, options_.batch_size));
+    if (size_t m = encoder_->max_batch()) n = std::min(n, m);
+    if (size_t m = synthesis_->max_batch()) n = std::min(n, m);
+    if (size_t m = affine_->max_batch()) n = std::min(n, std::max<size_t>(1, m / 2));
+    return n;
+}
+
 std::string LatentMethod::runners() const {
     return "encoder: " + encoder_->runner() + "; mapping: " + mapping_->runner() + "; affine: " + affine_->runner() +
            "; synthesis: " + synthesis_->runner();

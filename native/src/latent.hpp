@@ -46,6 +46,9 @@ public:
     const std::string &rank_source() const { return rank_source_; }
     // "encoder: OpenVINO CPU; mapping: ...": what runs each model
     std::string runners() const;
+    // The most faces one generate() call may take: options.batch_size, lowered to what fixed-profile engines
+    // accept (encoder and synthesis: B, affine: 2B).
+    size_t max_faces_per_call() const;
 
 private:
     const std::vector<float> &pseudo_w(uint64_t seed);

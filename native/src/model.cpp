@@ -136,6 +136,7 @@ std::unique_ptr<OvModel::Variant> OvModel::compile(const std::shared_ptr<ov::Mod
     }
     v->own.resize(inputs_.size());
     v->bound.assign(inputs_.size(), 0);
+    v->wrapped.assign(inputs_.size(), 0);
     return v;
 }
 
@@ -166,6 +167,11 @@ float *OvModel::input(size_t i, const Dims &shape) {
     ov::Tensor &t = v.own[i];
     if (!v.bound[i]) {  // the request's own input tensor (the plugin's memory: no copy, no wrapping per infer)
         t = v.request.get_tensor(v.in_ports[i]);
+        if (v.wrapped[i]) {  // set_input left the caller's memory bound there: bind memory of our own again
+            t = ov::Tensor(ov::element::f32, to_ov(shape));
+            v.request.set_tensor(v.in_ports[i], t);
+            v.wrapped[i] = 0;
+        }
         v.bound[i] = 1;
     }
     if (!same(shape, t.get_shape())) t.set_shape(to_ov(shape));  // dynamic models: reallocates only on a new shape
@@ -178,7 +184,8 @@ void OvModel::set_input(size_t i, const float *data, const Dims &shape) {
     v.used = ++clock_;
     ov::Tensor t(ov::element::f32, to_ov(shape), const_cast<float *>(data));
     v.request.set_tensor(v.in_ports[i], t);
-    v.bound[i] = 0;  // input() fetches the request's tensor again
+    v.bound[i] = 0;  // input() binds a tensor of its own again
+    v.wrapped[i] = 1;
 }
 
 void OvModel::infer() {

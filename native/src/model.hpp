@@ -51,6 +51,8 @@ public:
     virtual const std::string &path() const = 0;
     // What runs it, e.g. "OpenVINO CPU" or "TensorRT 10.8.0 on NVIDIA Orin (sm_87)".
     virtual std::string runner() const = 0;
+    // The largest batch (dimension 0 of input 0) it accepts; 0: no limit.
+    virtual size_t max_batch() const { return 0; }
 };
 
 class OvModel : public Model {
@@ -87,6 +89,7 @@ private:
         std::vector<ov::Output<const ov::Node>> in_ports, out_ports;
         std::vector<ov::Tensor> own;    // the request's input tensors (valid while bound[i])
         std::vector<char> bound;
+        std::vector<char> wrapped;  // input bound to caller memory by set_input
         uint64_t used = 0;
     };
     std::unique_ptr<Variant> compile(const std::shared_ptr<ov::Model> &model, const Dims &shape);

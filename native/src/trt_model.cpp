@@ -52,6 +52,20 @@ public:
     TrtModel(const std::string &onnx_path, const std::string &role, const std::vector<std::string> &inputs,
              const std::vector<std::string> &outputs, const TrtOptions &options)
         : path_(onnx_path), role_(role) {
+        try {
+            open(inputs, outputs, options);
+        } catch (...) {
+            release();  // a throwing constructor runs no destructor: free what was allocated so far
+            throw;
+        }
+    }
+
+    ~TrtModel() override { release(); }
+
+private:
+    void open(const std::vector<std::string> &inputs, const std::vector<std::string> &outputs,
+              const TrtOptions &options) {
+        const std::string &onnx_path = path_, &role = role_;
         int count = 0;
         if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
             throw Error(STYLEID_EDGE_ERR_ARGUMENT, "device TensorRT: no CUDA GPU is visible (check the driver, "
@@ -96,6 +110,12 @@ public:
 
         for (const auto &name : inputs) add_io(name, true);
         for (const auto &name : outputs) add_io(name, false);
+        if (engine_->getNbIOTensors() != static_cast<int32_t>(io_.size())) {
+            std::string have;
+            for (int32_t k = 0; k < engine_->getNbIOTensors(); ++k) have += std::string(k ? ", " : "") + engine_->getIOTensorName(k);
+            throw Error(STYLEID_EDGE_ERR_MODEL, found.engine + ": the engine's tensors (" + have + ") are not the " +
+                                                    role + " model's; rebuild it from this pack (styleid-edge export tensorrt)");
+        }
         // output capacities: set every input to its profile maximum and ask for the output shapes
         for (auto &io : io_)
             if (io.input && !context_->setInputShape(io.name.c_str(), to_trt(io.max)))
@@ -109,29 +129,34 @@ public:
             const size_t n = io.max.count();
             cuda_check(cudaMalloc(&io.device, n * element_size(io.type)), "cudaMalloc " + io.name);
             cuda_check(cudaMallocHost(&io.staging, n * element_size(io.type)), "cudaMallocHost " + io.name);
-            io.host.assign(n, 0.f);
+            if (io.type == nvinfer1::DataType::kHALF) io.host.assign(n, 0.f);  // FP32 view of the FP16 staging
+            io.data = io.type == nvinfer1::DataType::kHALF ? io.host.data() : static_cast<float *>(io.staging);
             if (!context_->setTensorAddress(io.name.c_str(), io.device))
                 throw Error(STYLEID_EDGE_ERR_MODEL, found.engine + ": setTensorAddress failed for " + io.name);
             io.shape = Dims{};
         }
     }
 
-    ~TrtModel() override {
+    void release() noexcept {
         if (stream_) cudaStreamSynchronize(stream_);
         for (auto &io : io_) {
             if (io.device) cudaFree(io.device);
             if (io.staging) cudaFreeHost(io.staging);
+            io.device = io.staging = nullptr;
+            io.data = nullptr;
         }
         context_.reset();
         engine_.reset();
         runtime_.reset();
         if (stream_) cudaStreamDestroy(stream_);
+        stream_ = nullptr;
     }
 
+public:
     float *input(size_t i, const Dims &shape) override {
         Io &io = input_io(i);
         if (shape != io.shape) set_shape(io, shape);
-        return io.host.data();
+        return io.data;
     }
 
     void set_input(size_t i, const float *data, const Dims &shape) override {
@@ -141,28 +166,33 @@ public:
 
     void infer() override {
         cuda_check(cudaSetDevice(gpu_), "cudaSetDevice");
+        // output shapes follow from the input shapes: check they fit before the GPU writes anything
+        for (auto &io : io_) {
+            if (io.input) {
+                if (io.shape.rank == 0) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": infer() before input " + io.name);
+                continue;
+            }
+            io.shape = from_trt(context_->getTensorShape(io.name.c_str()), io.name);
+            if (io.shape.count() > io.max.count())
+                throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": output " + io.name + " " + io.shape.str() +
+                                                           " exceeds its buffer " + io.max.str());
+        }
         for (auto &io : io_) {
             if (!io.input) continue;
-            if (io.shape.rank == 0) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": infer() before input " + io.name);
             const size_t n = io.shape.count();
-            const void *src = io.host.data();
-            if (io.type == nvinfer1::DataType::kHALF) {
-                floats_to_halves(io.host.data(), static_cast<uint16_t *>(io.staging), n);
-                src = io.staging;
-            }
-            cuda_check(cudaMemcpyAsync(io.device, src, n * element_size(io.type), cudaMemcpyHostToDevice, stream_),
+            if (io.type == nvinfer1::DataType::kHALF) floats_to_halves(io.host.data(), static_cast<uint16_t *>(io.staging), n);
+            cuda_check(cudaMemcpyAsync(io.device, io.staging, n * element_size(io.type), cudaMemcpyHostToDevice, stream_),
                        path_ + ": copying " + io.name + " to the GPU");
         }
-        if (!context_->enqueueV3(stream_))
+        if (!context_->enqueueV3(stream_)) {
+            cudaStreamSynchronize(stream_);  // the input copies may still read the staging buffers
             throw Error(STYLEID_EDGE_ERR_INFERENCE, path_ + ": TensorRT failed running the " + role_ +
                                                         " engine (see the TensorRT message above)");
+        }
         for (auto &io : io_) {
             if (io.input) continue;
-            io.shape = from_trt(context_->getTensorShape(io.name.c_str()), io.name);
-            const size_t n = io.shape.count();
-            if (n > io.max.count()) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": output " + io.name + " overflows");
-            void *dst = io.type == nvinfer1::DataType::kHALF ? io.staging : static_cast<void *>(io.host.data());
-            cuda_check(cudaMemcpyAsync(dst, io.device, n * element_size(io.type), cudaMemcpyDeviceToHost, stream_),
+            cuda_check(cudaMemcpyAsync(io.staging, io.device, io.shape.count() * element_size(io.type),
+                                       cudaMemcpyDeviceToHost, stream_),
                        path_ + ": copying " + io.name + " from the GPU");
         }
         cuda_check(cudaStreamSynchronize(stream_), path_ + ": running the " + role_ + " engine");
@@ -175,7 +205,7 @@ public:
         size_t k = 0;
         for (auto &io : io_) {
             if (io.input) continue;
-            if (k++ == i) return TensorView{io.host.data(), io.shape};
+            if (k++ == i) return TensorView{io.data, io.shape};
         }
         throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": no output " + std::to_string(i));
     }
@@ -194,6 +224,11 @@ public:
 
     const std::string &path() const override { return path_; }
     std::string runner() const override { return describe_; }
+    size_t max_batch() const override {
+        for (const auto &io : io_)
+            if (io.input) return io.max.rank ? io.max.d[0] : 0;
+        return 0;
+    }
 
 private:
     struct Io {
@@ -202,8 +237,9 @@ private:
         nvinfer1::DataType type = nvinfer1::DataType::kFLOAT;
         Dims min, max, shape;
         void *device = nullptr;   // max-size device buffer, bound to the context once
-        void *staging = nullptr;  // pinned host buffer (FP16 conversion / async copies)
-        std::vector<float> host;  // what callers write (inputs) and read (outputs), max size
+        void *staging = nullptr;  // pinned host buffer, max size: the copies to and from the GPU go through it
+        std::vector<float> host;  // FP16 tensors only: the FP32 values callers write/read, converted on the host
+        float *data = nullptr;    // what callers write (inputs) and read (outputs): staging (FP32) or host (FP16)
     };
 
     static nvinfer1::Dims to_trt(const Dims &d) {
@@ -238,6 +274,9 @@ private:
         io.type = engine_->getTensorDataType(name.c_str());
         if (io.type != nvinfer1::DataType::kFLOAT && io.type != nvinfer1::DataType::kHALF)
             throw Error(STYLEID_EDGE_ERR_MODEL, engine_path_ + ": tensor " + name + " is neither FP32 nor FP16");
+        if (engine_->getTensorFormat(name.c_str()) != nvinfer1::TensorFormat::kLINEAR)
+            throw Error(STYLEID_EDGE_ERR_MODEL, engine_path_ + ": tensor " + name + " is not in linear (NCHW) layout; "
+                                                "rebuild the engine with styleid-edge export tensorrt");
         if (input) {
             io.min = from_trt(engine_->getProfileShape(name.c_str(), 0, nvinfer1::OptProfileSelector::kMIN), name);
             io.max = from_trt(engine_->getProfileShape(name.c_str(), 0, nvinfer1::OptProfileSelector::kMAX), name);

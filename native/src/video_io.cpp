@@ -64,9 +64,10 @@ bool is_url(const std::string &s) { return s.find("://") != std::string::npos; }
 // capture opens: set it for this open, then put back what was there.
 class ScopedCaptureOptions {
 public:
-    explicit ScopedCaptureOptions(const char *options) : active_(options && *options), lock_(mutex(), std::defer_lock) {
+    // Every FFmpeg open takes the lock, with options or without: an open without options must not read
+    // another thread's options while they are set.
+    explicit ScopedCaptureOptions(const char *options) : active_(options && *options), lock_(mutex()) {
         if (!active_) return;
-        lock_.lock();
         const char *old = std::getenv(kName);
         had_old_ = old != nullptr;
         if (had_old_) old_ = old;
@@ -95,7 +96,12 @@ bool open_capture(cv::VideoCapture &capture, const std::string &uri, const style
     std::vector<int> params;
     if (o.open_timeout_ms > 0) params.insert(params.end(), {cv::CAP_PROP_OPEN_TIMEOUT_MSEC, o.open_timeout_ms});
     if (o.read_timeout_ms > 0) params.insert(params.end(), {cv::CAP_PROP_READ_TIMEOUT_MSEC, o.read_timeout_ms});
+#ifdef __linux__
+    // V4L2 directly (not whatever backend CAP_ANY picks, e.g. GStreamer on JetPack): its reads time out
+    if (is_camera_index(uri)) return capture.open(std::stoi(uri), cv::CAP_V4L2);
+#else
     if (is_camera_index(uri)) return capture.open(std::stoi(uri), cv::CAP_ANY);
+#endif
     if (is_device_path(uri)) return capture.open(uri, cv::CAP_V4L2);
     ScopedCaptureOptions scoped(o.ffmpeg_options);
     return capture.open(uri, cv::CAP_FFMPEG, params);
