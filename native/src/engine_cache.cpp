@@ -8,7 +8,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "error.hpp"
 #include "json.hpp"
@@ -169,10 +168,7 @@ EngineFound find_engine(const std::string &dir, const EngineWanted &w) {
         std::string why;
         JsonValue doc;
         try {
-            std::ifstream in(p);
-            std::stringstream ss;
-            ss << in.rdbuf();
-            doc = parse_json(ss.str());
+            doc = parse_json_file(p.string());
         } catch (const std::exception &e) {
             rejected_lines.push_back(name + ": unreadable (" + e.what() + ")");
             continue;

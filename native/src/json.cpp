@@ -2,6 +2,8 @@
 #include "json.hpp"
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace styleid {
@@ -164,5 +166,13 @@ private:
 }  // namespace
 
 JsonValue parse_json(const std::string &text) { return Parser(text).document(); }
+
+JsonValue parse_json_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    if (!in && !in.eof()) throw std::runtime_error("cannot read the file");
+    return parse_json(buffer.str());
+}
 
 }  // namespace styleid

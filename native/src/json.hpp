@@ -29,5 +29,7 @@ struct JsonValue {
 
 // Parse a whole document; throws std::runtime_error with the byte offset on malformed input.
 JsonValue parse_json(const std::string &text);
+// Read the file and parse it; throws std::runtime_error when it cannot be read or parsed.
+JsonValue parse_json_file(const std::string &path);
 
 }  // namespace styleid

@@ -17,6 +17,14 @@ std::string join(const std::vector<std::string> &names) {
 
 ov::Shape to_ov(const Dims &d) { return ov::Shape(d.d.begin(), d.d.begin() + static_cast<long>(d.rank)); }
 
+// false when the shape has more than 8 dimensions (the caller names the tensor: no string is built per call)
+bool from_ov(const ov::Shape &s, Dims &d) {
+    if (s.size() > d.d.size()) return false;
+    d.rank = 0;
+    for (size_t v : s) d.d[d.rank++] = v;
+    return true;
+}
+
 bool same(const Dims &d, const ov::Shape &s) {
     if (s.size() != d.rank) return false;
     for (size_t i = 0; i < d.rank; ++i)
@@ -98,9 +106,9 @@ OvModel::OvModel(ov::Core &core, const std::string &path, const std::string &rol
         model_ = model;  // variants are compiled on first use of each shape; check it compiles now
         ov::PartialShape ps = input_shapes_[0];
         if (ps.is_static()) {
-            ov::Shape st = ps.to_shape();
             Dims dims;
-            for (size_t v : st) dims.d[dims.rank++] = v;
+            if (!from_ov(ps.to_shape(), dims))
+                throw Error(STYLEID_EDGE_ERR_MODEL, path + ": input " + inputs_[0] + " has rank > 8");
             variants_.push_back(compile(model_, dims));
         } else {
             try {
@@ -204,9 +212,8 @@ TensorView OvModel::output(size_t i) {
         throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(i) + " is not float32; re-export the pack");
     TensorView v;
     v.data = t.data<float>();  // the request owns the memory: valid until its next infer()
-    const ov::Shape &s = t.get_shape();
-    if (s.size() > v.shape.d.size()) throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output of rank > 8");
-    for (size_t k = 0; k < s.size(); ++k) v.shape.d[v.shape.rank++] = s[k];
+    if (!from_ov(t.get_shape(), v.shape))
+        throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(i) + " has rank > 8");
     return v;
 }
 

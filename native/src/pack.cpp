@@ -2,8 +2,6 @@
 #include "pack.hpp"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "error.hpp"
 #include "json.hpp"
@@ -98,13 +96,9 @@ Pack load_pack(const std::string &root) {
     if (!fs::is_regular_file(mpath))
         throw Error(STYLEID_EDGE_ERR_PACK, root + ": not a model pack (no manifest.json). Make one with "
                                            "`styleid-edge export` and pass its directory.");
-    std::ifstream in(mpath, std::ios::binary);
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    if (!in && !in.eof()) throw Error(STYLEID_EDGE_ERR_PACK, where + ": unreadable manifest");
     JsonValue doc;
     try {
-        doc = parse_json(buffer.str());
+        doc = parse_json_file(where);
     } catch (const std::exception &e) {
         throw Error(STYLEID_EDGE_ERR_PACK, where + ": unreadable manifest (" + e.what() +
                                                "); re-export the pack with `styleid-edge export`");
