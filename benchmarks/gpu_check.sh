@@ -10,6 +10,10 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
 PY="${PYTHON:-python3}"
+DEVICE="${DEVICE:-cuda}"        # DEVICE=cpu SIZES=32 bash benchmarks/gpu_check.sh: a dry run of this script
+SIZES="${SIZES:-256 1024}"
+BIG="${SIZES##* }"
+BACKEND_ARGS=(${BACKEND:+--backend "$BACKEND"})  # default: torch on cuda (the dry run needs BACKEND=torch)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -39,7 +43,7 @@ cat "$OUT/environment.txt"
 # 1. GPU tests (skipped without pytest)
 if "$PY" -c "import pytest" 2>/dev/null; then
   log "pytest -m gpu"
-  timeout 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_torch_backend.py \
+  timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_torch_backend.py tests/test_tensorrt.py \
       --junitxml="$OUT/gpu_tests.xml" > "$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests exit $?" | tee -a "$OUT/summary.txt"
   tail -n 15 "$OUT/gpu_tests.txt"
@@ -57,21 +61,40 @@ p = argparse.ArgumentParser(prog='styleid-edge'); register_bench(p.add_subparser
 a = p.parse_args(['bench'] + sys.argv[1:]); sys.exit(a.func(a))")
 fi
 
-for RES in 256 1024; do
-  log "bench --device cuda --resolution $RES --batches 1,8"
-  timeout 300 "${BENCH[@]}" --device cuda --resolution "$RES" --channel-multiplier 2 --batches 1,8 --repeats 20 \
-      --warmup 5 --frames 10 --json "$OUT/bench_cuda_${RES}.json" > "$OUT/bench_cuda_${RES}.txt" 2>&1
-  echo "bench $RES exit $?" | tee -a "$OUT/summary.txt"
-  cat "$OUT/bench_cuda_${RES}.txt" | grep -v "^WARNING" | tail -n 30
+# random-weight packs made once (the same weights for every run at that size)
+PACKS="${PACKS:-$(mktemp -d /tmp/styleid-gpu-packs-XXXXXX)}"
+for RES in $SIZES; do
+  [ -f "$PACKS/$RES/manifest.json" ] && continue
+  log "export a random-weight $RES px pack"
+  timeout 240 "$PY" -c "import sys; from styleid_edge.bench.run import make_bench_pack
+make_bench_pack(sys.argv[1], int(sys.argv[2]), 2, encoder=sys.argv[3])" "$PACKS/$RES" "$RES" "$([ "$RES" -lt 128 ] && echo tiny || echo full)" > "$OUT/export_$RES.txt" 2>&1
+  echo "export $RES exit $?" | tee -a "$OUT/summary.txt"
 done
 
-# 3. variants at 1024 px when time allows: fp32 eager torch backend, and channels_last fp16
+for RES in $SIZES; do
+  # seconds of the whole per-face path with memory sampled (SOAK_S overrides)
+  SOAK="${SOAK_S:-$([ "$RES" = 256 ] && echo 20 || echo 40)}"
+  log "bench --device $DEVICE --resolution $RES --batches 1,8"
+  timeout 300 "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$RES" --batches 1,8 --repeats 20 \
+      --warmup 5 --frames 10 --soak "$SOAK" --json "$OUT/bench_${DEVICE}_${RES}.json" > "$OUT/bench_${DEVICE}_${RES}.txt" 2>&1
+  echo "bench $RES exit $?" | tee -a "$OUT/summary.txt"
+  cat "$OUT/bench_${DEVICE}_${RES}.txt" | grep -v "^WARNING" | tail -n 30
+done
+
+# 3. variants at 1024 px when time allows: channels_last fp16, and fp32 (CUDA graphs, TF32 off)
 if [ "$(elapsed)" -lt 330 ]; then
-  log "bench 1024 channels_last=1 (no baseline)"
-  timeout 150 "${BENCH[@]}" --device cuda --resolution 1024 --batches 1,8 --repeats 20 --warmup 5 --frames 2 --no-baseline \
-      --backend-option channels_last=1 --json "$OUT/bench_cuda_1024_channels_last.json" \
-      > "$OUT/bench_cuda_1024_channels_last.txt" 2>&1
-  echo "bench 1024 channels_last exit $?" | tee -a "$OUT/summary.txt"
-  grep -E "ms_per_face|ratio|check" "$OUT/bench_cuda_1024_channels_last.txt" | head -n 12
+  log "bench $BIG channels_last=1 (no baseline)"
+  timeout 150 "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches 1,8 --repeats 20 --warmup 5 --frames 2 --no-baseline \
+      --backend-option channels_last=1 --json "$OUT/bench_${DEVICE}_${BIG}_channels_last.json" \
+      > "$OUT/bench_${DEVICE}_${BIG}_channels_last.txt" 2>&1
+  echo "bench $BIG channels_last exit $?" | tee -a "$OUT/summary.txt"
+  grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_channels_last.txt" | head -n 12
+fi
+if [ "$(elapsed)" -lt 390 ]; then
+  log "bench $BIG fp16=0 (fp32 with CUDA graphs, no baseline)"
+  timeout 120 "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches 1,8 --repeats 20 --warmup 5 --frames 2 --no-baseline \
+      --backend-option fp16=0 --json "$OUT/bench_${DEVICE}_${BIG}_fp32.json" > "$OUT/bench_${DEVICE}_${BIG}_fp32.txt" 2>&1
+  echo "bench $BIG fp32 exit $?" | tee -a "$OUT/summary.txt"
+  grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_fp32.txt" | head -n 12
 fi
 log "done; results in $OUT"

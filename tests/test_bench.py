@@ -85,3 +85,20 @@ def test_baseline_original_math_matches_the_export_generator(tiny_pack):
     scale = max(1.0, float(np.abs(img_ref).max()))
     assert float(np.abs(img - img_ref).max()) < 1e-3 * scale
     assert float(np.abs(w_ort - w_ref).max()) < 1e-3 * max(1.0, float(np.abs(w_ref).max()))
+
+
+def test_bench_soak_samples_memory_over_the_whole_path(tmp_path, capsys):
+    """--soak: the whole per-face path in a loop, memory sampled; flat on the tiny pack."""
+    out = tmp_path / "soak.json"
+    args = _parser().parse_args(["bench", "--quick", "--batches", "2", "--repeats", "1", "--warmup", "0",
+                                 "--frames", "2", "--faces", "2", "--no-baseline", "--soak", "3",
+                                 "--json", str(out)])
+    assert args.func(args) == 0
+    soak = json.loads(out.read_text())["memory"]["soak"]
+    assert soak["batch"] == 2 and soak["iterations"] >= 5 and soak["seconds"] >= 3
+    assert len(soak["samples"]) >= 3
+    assert [s["iterations"] for s in soak["samples"]] == sorted(s["iterations"] for s in soak["samples"])
+    assert all(s["rss_mb"] > 0 and s["cuda_allocated_mb"] is None for s in soak["samples"])
+    assert soak["cuda_growth_mb"] is None
+    assert abs(soak["rss_growth_mb"]) < 64, soak  # 32 px pack: anything near this is a leak
+    assert "soak:" in capsys.readouterr().out

@@ -38,6 +38,9 @@ def register_bench(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before each measurement")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0 = default)")
+    p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                   help="after the timings, run the whole per-face path this long at the largest batch and "
+                        "sample host and GPU memory (default 0: off)")
     p.add_argument("--no-baseline", action="store_true", help="skip the original-math baseline")
     p.add_argument("--quick", action="store_true",
                    help="a fast smoke run: 32 px random pack with the tiny e4e, batches 1,2, 2 repeats, 4 frames")
@@ -62,7 +65,8 @@ def config_from_args(args: argparse.Namespace):
                       encoder=args.encoder or "full", device=args.device, backend=args.backend,
                       backend_options=parse_backend_options(args.backend_option), batches=_batches(args.batches),
                       frames=args.frames, faces=args.faces, photos=args.photos, repeats=args.repeats,
-                      warmup=args.warmup, baseline=not args.no_baseline, threads=args.threads)
+                      warmup=args.warmup, baseline=not args.no_baseline, threads=args.threads,
+                      soak_seconds=max(0.0, args.soak))
     if args.quick:
         cfg.batches = cfg.batches if args.batches != "1,8" else [1, 2]
         cfg.repeats, cfg.warmup, cfg.frames = min(cfg.repeats, 2), min(cfg.warmup, 1), min(cfg.frames, 4)
@@ -98,7 +102,13 @@ def format_table(result: dict) -> str:
                      f"{'OK' if check['ok'] else 'MISMATCH'}")
     mem = result.get("memory")
     if mem:
-        lines.append("memory: " + ", ".join(f"{k} {v}" for k, v in mem.items()))
+        lines.append("memory: " + ", ".join(f"{k} {v}" for k, v in mem.items() if k != "soak"))
+        soak = mem.get("soak")
+        if soak:
+            cuda = "" if soak["cuda_growth_mb"] is None else f", CUDA allocated {soak['cuda_growth_mb']:+.1f} MB"
+            lines.append(f"soak: {soak['iterations']} rounds of batch {soak['batch']} in {soak['seconds']} s "
+                         f"({soak['faces_per_s']} faces/s); growth after warm-up: RSS {soak['rss_growth_mb']:+.1f} MB"
+                         + cuda)
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

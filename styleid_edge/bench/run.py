@@ -43,6 +43,7 @@ class BenchConfig:
     baseline: bool = True
     threads: int = 0  # CPU threads for torch and ONNX Runtime (0 = their defaults)
     seed: int = 0
+    soak_seconds: float = 0.0  # > 0: afterwards, run the whole per-face path this long and sample memory
 
 
 def _rss_mb() -> float:
@@ -309,12 +310,64 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
             mem["cuda_allocated_mb_end"] = round(torch.cuda.memory_allocated() / 2**20, 1)
             mem["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if cfg.soak_seconds > 0:
+            b = max(cfg.batches)
+            idx = [i % faces for i in range(b)]
+            mem["soak"] = _soak(models, engine, method, crops_m, idx, crop_size, frame.image, cfg)
         result["stages"] = stages
         result["batches"] = per_batch
         result["memory"] = mem
         if baseline is not None:
             result["image_check"] = _image_check(models, baseline, crops_m, enc_size, cfg, options)
     return result
+
+
+def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], crop_size: int,
+          image: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+    """The whole per-face path (encode, new identity, affine + synthesis, paste back into a fresh copy of the
+    frame) in a loop for ``cfg.soak_seconds``, with host RSS and CUDA memory sampled about ten times.
+
+    Growth is the last sample minus the one taken after the first tenth of the run (allocator warm-up)."""
+    from styleid_edge.runtime import blend
+    from styleid_edge.runtime.methods import crops_to_input, images_to_crops
+
+    cuda_mb: Callable[[], float] = lambda: float("nan")  # noqa: E731
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        def cuda_mb() -> float:
+            torch.cuda.synchronize()
+            return torch.cuda.memory_allocated() / 2**20
+
+    x = crops_to_input(np.stack([crops_m[i][0] for i in idx]), engine.encoder_size)
+    seeds = list(range(len(idx)))
+    samples: list[tuple[float, int, float, float]] = []
+    interval = cfg.soak_seconds / 10.0
+    start = time.perf_counter()
+    next_sample, iterations = start, 0
+    while True:
+        now = time.perf_counter()
+        if now >= next_sample:
+            samples.append((now - start, iterations, _rss_mb(), cuda_mb()))
+            next_sample += interval
+            if now - start >= cfg.soak_seconds:
+                break
+        w_src = models.encoder.get(x)
+        w = models.mapper.get(w_src, engine.target_wplus_for(seeds)) if method == "swapper" else w_src
+        new = images_to_crops(models.synthesis.get(models.affine.get(w)), crop_size)
+        out = image.copy()
+        for j, i in enumerate(idx):
+            blend.paste_back(out, new[j], crops_m[i][1])
+        seeds = [s + len(idx) for s in seeds]  # new pseudo-identities every round, as on a long video
+        iterations += 1
+    base = samples[1] if len(samples) > 2 else samples[0]
+    last = samples[-1]
+    return {"seconds": round(last[0], 1), "batch": len(idx), "iterations": iterations,
+            "faces_per_s": round(iterations * len(idx) / max(last[0], 1e-9), 2),
+            "samples": [{"t": round(t, 1), "iterations": n, "rss_mb": round(r, 1),
+                         "cuda_allocated_mb": None if c != c else round(c, 1)} for t, n, r, c in samples],
+            "rss_growth_mb": round(last[2] - base[2], 1),
+            "cuda_growth_mb": None if last[3] != last[3] else round(last[3] - base[3], 1)}
 
 
 def _device_only(models: Any, x: np.ndarray, w: np.ndarray, clock: Clock, b: int) -> float | None:
