@@ -81,14 +81,15 @@ for RES in $SIZES; do
   cat "$OUT/bench_${DEVICE}_${RES}.txt" | grep -v "^WARNING" | tail -n 30
 done
 
-# 3. variants at 1024 px when time allows: channels_last fp16, and fp32 (CUDA graphs, TF32 off)
+# 3. variants at 1024 px when time allows: the session-4 form (transposed conv + FIR blur, NCHW encoder),
+#    and fp32 (CUDA graphs, TF32 off)
 if [ "$(elapsed)" -lt 330 ]; then
-  log "bench $BIG channels_last=1 (no baseline)"
+  log "bench $BIG polyphase_up=0 channels_last=0 (no baseline)"
   timeout 150 "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches 1,8 --repeats 20 --warmup 5 --frames 2 --no-baseline \
-      --backend-option channels_last=1 --json "$OUT/bench_${DEVICE}_${BIG}_channels_last.json" \
-      > "$OUT/bench_${DEVICE}_${BIG}_channels_last.txt" 2>&1
-  echo "bench $BIG channels_last exit $?" | tee -a "$OUT/summary.txt"
-  grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_channels_last.txt" | head -n 12
+      --backend-option polyphase_up=0 --backend-option channels_last=0 \
+      --json "$OUT/bench_${DEVICE}_${BIG}_unfused.json" > "$OUT/bench_${DEVICE}_${BIG}_unfused.txt" 2>&1
+  echo "bench $BIG unfused exit $?" | tee -a "$OUT/summary.txt"
+  grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_unfused.txt" | head -n 12
 fi
 if [ "$(elapsed)" -lt 390 ]; then
   log "bench $BIG fp16=0 (fp32 with CUDA graphs, no baseline)"

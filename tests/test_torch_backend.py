@@ -75,10 +75,25 @@ def test_cuda_requested_without_a_gpu_is_an_error_not_a_cpu_fallback(tiny_pack):
 @pytest.mark.parametrize("options, message", [({"device": "cpu", "fp16": True}, "fp16 runs on CUDA only"),
                                               ({"device": "cpu", "cuda_graphs": True}, "cuda_graphs needs"),
                                               ({"device": "tpu"}, "device="),
-                                              ({"device": "cpu", "bogus": 1}, "unknown --backend-option")])
+                                              ({"device": "cpu", "bogus": 1}, "unknown --backend-option"),
+                                              ({"device": "cpu", "channels_last": "mapper"}, "channels_last=")])
 def test_bad_options_are_rejected(tiny_pack, options, message):
     with pytest.raises(ValueError, match=message):
         make_runner(tiny_pack.model_path("affine"), "affine", SessionOptions(backend="torch", backend_options=options))
+
+
+def test_channels_last_is_chosen_per_role():
+    from styleid_edge.export.torch_runner import TorchOptions
+
+    assert TorchOptions.from_backend_options({"channels_last": "encoder"}).channels_last == ("encoder",)
+    assert TorchOptions.from_backend_options({"channels_last": True}).channels_last == ("encoder", "synthesis")
+    assert TorchOptions.from_backend_options({"channels_last": "encoder+synthesis"}).channels_last == (
+        "encoder", "synthesis")
+    assert TorchOptions.from_backend_options({"device": "cpu"}).channels_last == ()
+    assert TorchOptions.from_backend_options({}).channels_last == ("encoder",)  # cuda default
+    assert TorchOptions.from_backend_options({"channels_last": 0}).channels_last == ()
+    assert TorchOptions.from_backend_options({}).polyphase_up
+    assert not TorchOptions.from_backend_options({"polyphase_up": False}).polyphase_up
 
 
 def test_a_graph_that_is_not_ours_is_refused(tiny_pack, tmp_path):
