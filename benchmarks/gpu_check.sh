@@ -98,4 +98,12 @@ if [ "$(elapsed)" -lt 390 ]; then
   echo "bench $BIG fp32 exit $?" | tee -a "$OUT/summary.txt"
   grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_fp32.txt" | head -n 12
 fi
+if [ "${COMPILE:-0}" = 1 ]; then  # opt-in: inductor compiles each batch bucket (minutes at 1024 px)
+  log "bench $BIG compile=1 (torch.compile before graph capture, no baseline)"
+  timeout 300 "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches 1,8 --repeats 20 --warmup 5 \
+      --frames 2 --no-baseline --backend-option compile=1 --json "$OUT/bench_${DEVICE}_${BIG}_compile.json" \
+      > "$OUT/bench_${DEVICE}_${BIG}_compile.txt" 2>&1
+  echo "bench $BIG compile exit $?" | tee -a "$OUT/summary.txt"
+  grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_compile.txt" | head -n 12
+fi
 log "done; results in $OUT"

@@ -270,3 +270,27 @@ def test_planned_fallback_box_is_drawn_under_a_generated_face(tiny_pack, yunet):
     assert np.abs(out[inner].astype(int) - frame[inner].astype(int)).mean() > 10  # and not the original
     corner = (slice(0, 40), slice(0, 40))
     assert np.abs(out[corner].astype(int) - frame[corner].astype(int)).mean() > 0  # the big box was obscured
+
+
+def test_images_to_crops_values_channel_order_and_resizing():
+    import cv2
+
+    from styleid_edge.runtime.methods import images_to_crops
+
+    x = np.array([-2, -1, -0.5, 0, 0.5, 1, 3], np.float32)
+    imgs = np.tile(x[None, None, None, :], (2, 3, 7, 1))
+    imgs[:, 0] *= -1  # red runs the other way
+    out = images_to_crops(imgs, 7)
+    assert out.shape == (2, 7, 7, 3) and out.dtype == np.uint8
+    assert out[1, 3, :, 0].tolist() == [0, 0, 64, 128, 191, 255, 255]  # blue
+    assert out[1, 3, :, 2].tolist() == [255, 255, 191, 128, 64, 0, 0]  # red, clipped both ways
+
+    rng = np.random.default_rng(4)
+    imgs = rng.uniform(-1.2, 1.2, (3, 3, 64, 64)).astype(np.float32)
+    for size, interp in ((32, cv2.INTER_AREA), (96, cv2.INTER_CUBIC), (64, None)):
+        ref_u8 = np.clip((imgs.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)[..., ::-1]
+        ref = np.stack([im if interp is None else cv2.resize(np.ascontiguousarray(im), (size, size),
+                                                              interpolation=interp) for im in ref_u8])
+        got = images_to_crops(imgs, size)
+        assert got.shape == (3, size, size, 3)
+        assert int(np.abs(got.astype(int) - ref).max()) <= 1  # rounding of exact halves may differ

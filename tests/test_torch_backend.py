@@ -160,3 +160,16 @@ def test_cuda_graph_memory_stays_flat(tiny_pack):
         runner.run(None, feeds)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() <= before + 1024 * 1024
+
+
+@pytest.mark.slow
+def test_compiled_synthesis_matches_onnxruntime_on_cpu(tiny_pack):
+    """compile=1: the synthesis through torch.compile (inductor; about 40 s on 2 cores) keeps parity."""
+    expected_runner = make_runner(tiny_pack.model_path("synthesis"), "synthesis")
+    runner = make_runner(tiny_pack.model_path("synthesis"), "synthesis",
+                         SessionOptions(backend="torch", backend_options={"device": "cpu", "compile": True}))
+    assert "torch.compile" in runner.provider
+    feeds = _feeds(tiny_pack, "synthesis", batch=2)
+    got = runner.run(None, feeds)[0]
+    expected = expected_runner.run(None, feeds)[0]
+    assert float(np.abs(got - expected).max()) <= 1e-4 * max(1.0, float(np.abs(expected).max()))
