@@ -4,16 +4,17 @@
 # with PYTHONPATH=. (the package need not be installed). Without PyAV the video stages are skipped (noted in
 # the JSON); without the YuNet model the detect stage is skipped and faces are placed at known landmarks.
 #
-#   bash benchmarks/gpu_check.sh            # about 3-5 minutes on an H100
+#   bash benchmarks/gpu_check.sh            # about 6 minutes on an H100
 #   OUT=/tmp/res bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
 PY="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"        # DEVICE=cpu SIZES=32 bash benchmarks/gpu_check.sh: a dry run of this script
-SIZES="${SIZES:-256 1024}"
-BIG="${SIZES##* }"
+SIZES="$(echo ${SIZES:-256 1024})"  # word-split and trimmed
+BIG="$(printf '%s\n' $SIZES | sort -n | tail -n 1)"  # the variants run at the largest size
 BACKEND_ARGS=(${BACKEND:+--backend "$BACKEND"})  # default: torch on cuda (the dry run needs BACKEND=torch)
+BACKEND_ARGS+=(--threads 0)  # never empty: "${BACKEND_ARGS[@]}" under set -u needs bash >= 4.4 otherwise
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -62,7 +63,10 @@ a = p.parse_args(['bench'] + sys.argv[1:]); sys.exit(a.func(a))")
 fi
 
 # random-weight packs made once (the same weights for every run at that size)
-PACKS="${PACKS:-$(mktemp -d /tmp/styleid-gpu-packs-XXXXXX)}"
+if [ -z "${PACKS:-}" ]; then
+  PACKS="$(mktemp -d /tmp/styleid-gpu-packs-XXXXXX)"
+  trap 'rm -rf "$PACKS"' EXIT
+fi
 for RES in $SIZES; do
   [ -f "$PACKS/$RES/manifest.json" ] && continue
   log "export a random-weight $RES px pack"

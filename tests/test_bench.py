@@ -98,7 +98,27 @@ def test_bench_soak_samples_memory_over_the_whole_path(tmp_path, capsys):
     assert soak["batch"] == 2 and soak["iterations"] >= 5 and soak["seconds"] >= 3
     assert len(soak["samples"]) >= 3
     assert [s["iterations"] for s in soak["samples"]] == sorted(s["iterations"] for s in soak["samples"])
-    assert all(s["rss_mb"] > 0 and s["cuda_allocated_mb"] is None for s in soak["samples"])
-    assert soak["cuda_growth_mb"] is None
+    assert all(s["rss_mb"] > 0 and s["cuda_allocated_mb"] is None and s["cuda_reserved_mb"] is None
+               for s in soak["samples"])
+    assert soak["cuda_growth_mb"] is None and soak["cuda_reserved_growth_mb"] is None
     assert abs(soak["rss_growth_mb"]) < 64, soak  # 32 px pack: anything near this is a leak
     assert "soak:" in capsys.readouterr().out
+
+
+def test_bench_soak_on_a_pack_without_mapper(tiny_pack, tmp_path):
+    """A pack without the latent swapper: the soak mixes the identity rows (pixel method) every round."""
+    import shutil
+
+    from styleid_edge.bench.run import BenchConfig, run_bench
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(tiny_pack.root, pack_dir)
+    manifest = json.loads((pack_dir / "manifest.json").read_text())
+    manifest["files"].pop("mapper")
+    (pack_dir / "mapper.onnx").unlink()
+    (pack_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = run_bench(BenchConfig(pack=str(pack_dir), batches=[2], repeats=1, warmup=0, frames=2, faces=2,
+                                   baseline=False, soak_seconds=2.0))
+    assert "mapper" not in result["providers"] and result["config"]["resolution"] == 32
+    soak = result["memory"]["soak"]
+    assert soak["iterations"] >= 2 and abs(soak["rss_growth_mb"]) < 64

@@ -58,6 +58,14 @@ def test_kernels_that_do_not_fit_are_refused(gen):
         polyphase.upsample_kernel(wide, (4, 3))
     with pytest.raises(ValueError, match="factor"):
         polyphase.upsample_kernel(blur[:2], (2, 1), factor=4)
+    w = conv.conv_weight().detach()
+    for bad_pad in ((1, 0), (1, 2), (1, -2), (0, 2)):  # not exact 2x, or shifted
+        with pytest.raises(ValueError):
+            polyphase.upconv_blur_kernel(w, conv.blur.depthwise(), bad_pad)
+    up = gen.to_rgbs[0].upsample
+    for bad_pad in ((20, -17), (7, -4), (-3, 6)):  # shifted out of view / beyond a 3x3 support
+        with pytest.raises(ValueError):
+            polyphase.upsample_kernel(up.depthwise(), bad_pad)
 
 
 def test_fast_synthesis_polyphase_matches_the_exported_form(gen):

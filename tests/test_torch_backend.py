@@ -92,7 +92,12 @@ def test_channels_last_is_chosen_per_role():
     assert TorchOptions.from_backend_options({"device": "cpu"}).channels_last == ()
     assert TorchOptions.from_backend_options({}).channels_last == ("encoder",)  # cuda default
     assert TorchOptions.from_backend_options({"channels_last": 0}).channels_last == ()
-    assert TorchOptions.from_backend_options({}).polyphase_up
+    assert TorchOptions.from_backend_options({}).polyphase_up  # cuda + fp16 default
+    assert not TorchOptions.from_backend_options({"device": "cpu"}).polyphase_up
+    assert not TorchOptions.from_backend_options({"fp16": False}).polyphase_up  # fp32 convs are compute bound
+    assert TorchOptions.from_backend_options({"fp16": False}).channels_last == ()
+    assert TorchOptions.from_backend_options({"channels_last": "1"}).channels_last == ("encoder", "synthesis")
+    assert TorchOptions.from_backend_options({"channels_last": "0"}).channels_last == ()
     assert not TorchOptions.from_backend_options({"polyphase_up": False}).polyphase_up
 
 
@@ -164,10 +169,12 @@ def test_cuda_graph_memory_stays_flat(tiny_pack):
 
 @pytest.mark.slow
 def test_compiled_synthesis_matches_onnxruntime_on_cpu(tiny_pack):
-    """compile=1: the synthesis through torch.compile (inductor; about 40 s on 2 cores) keeps parity."""
+    """compile=1 with polyphase upsampling (the CUDA defaults' form): the synthesis through torch.compile
+    (inductor; about 40 s on 2 cores) keeps parity."""
     expected_runner = make_runner(tiny_pack.model_path("synthesis"), "synthesis")
     runner = make_runner(tiny_pack.model_path("synthesis"), "synthesis",
-                         SessionOptions(backend="torch", backend_options={"device": "cpu", "compile": True}))
+                         SessionOptions(backend="torch", backend_options={"device": "cpu", "compile": True,
+                                                                          "polyphase_up": True}))
     assert "torch.compile" in runner.provider
     feeds = _feeds(tiny_pack, "synthesis", batch=2)
     got = runner.run(None, feeds)[0]

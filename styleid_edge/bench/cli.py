@@ -105,9 +105,10 @@ def format_table(result: dict) -> str:
         lines.append("memory: " + ", ".join(f"{k} {v}" for k, v in mem.items() if k != "soak"))
         soak = mem.get("soak")
         if soak:
-            cuda = "" if soak["cuda_growth_mb"] is None else f", CUDA allocated {soak['cuda_growth_mb']:+.1f} MB"
+            cuda = "" if soak["cuda_growth_mb"] is None else (
+                f", CUDA allocated {soak['cuda_growth_mb']:+.1f} MB, reserved {soak['cuda_reserved_growth_mb']:+.1f} MB")
             lines.append(f"soak: {soak['iterations']} rounds of batch {soak['batch']} in {soak['seconds']} s "
-                         f"({soak['faces_per_s']} faces/s); growth after warm-up: RSS {soak['rss_growth_mb']:+.1f} MB"
+                         f"({soak['faces_per_s']} faces/s); growth from a third of the run: RSS {soak['rss_growth_mb']:+.1f} MB"
                          + cuda)
     for note in result.get("notes", []):
         lines.append(f"note: {note}")

@@ -199,6 +199,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{pack.root}: bench needs the encoder and generator models; the pack lacks {missing}")
         m = pack.manifest
+        if cfg.pack:  # the random-pack settings do not apply: record what the pack is
+            result["config"]["resolution"] = m.resolution
+            result["config"]["channel_multiplier"] = getattr(m, "channel_multiplier", None)
+            result["config"]["encoder"] = None
         result["pack"] = {"root": str(pack.root) if cfg.pack else None, "resolution": m.resolution,
                           "n_latent": m.n_latent, "synthetic": m.synthetic, "models": sorted(m.files)}
         options = _session_options(cfg)
@@ -327,22 +331,24 @@ def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], 
     """The whole per-face path (encode, new identity, affine + synthesis, paste back into a fresh copy of the
     frame) in a loop for ``cfg.soak_seconds``, with host RSS and CUDA memory sampled about ten times.
 
-    Growth is the last sample minus the one taken at a third of the run (after the allocators' warm-up,
-    which at 1024 px on an H100 took up to 20 s of host RSS)."""
+    Growth is the last sample minus the one taken at a third of the run (past most of the allocators'
+    warm-up; the samples show the whole curve)."""
     from styleid_edge.runtime import blend
     from styleid_edge.runtime.methods import crops_to_input, images_to_crops
+    from styleid_edge.runtime.stylespace import identity_rows
 
-    cuda_mb: Callable[[], float] = lambda: float("nan")  # noqa: E731
+    cuda_mb: Callable[[], tuple[float, float]] = lambda: (float("nan"), float("nan"))  # noqa: E731
     if cfg.device.startswith("cuda"):
         import torch
 
-        def cuda_mb() -> float:
+        def cuda_mb() -> tuple[float, float]:  # allocated, and reserved by the caching allocator
             torch.cuda.synchronize()
-            return torch.cuda.memory_allocated() / 2**20
+            return torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20
 
     x = crops_to_input(np.stack([crops_m[i][0] for i in idx]), engine.encoder_size)
+    rows = identity_rows(engine.n_latent)
     seeds = list(range(len(idx)))
-    samples: list[tuple[float, int, float, float]] = []
+    samples: list[tuple[float, int, float, tuple[float, float]]] = []
     interval = cfg.soak_seconds / 10.0
     start = time.perf_counter()
     next_sample, iterations = start, 0
@@ -354,7 +360,12 @@ def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], 
             if now - start >= cfg.soak_seconds:
                 break
         w_src = models.encoder.get(x)
-        w = models.mapper.get(w_src, engine.target_wplus_for(seeds)) if method == "swapper" else w_src
+        w_tar = engine.target_wplus_for(seeds)
+        if method == "swapper":
+            w = models.mapper.get(w_src, w_tar)
+        else:  # the pixel method's W+ mix: identity rows from the pseudo-identity
+            w = w_src.copy()
+            w[:, rows] = w_tar[:, rows]
         new = images_to_crops(models.synthesis.get(models.affine.get(w)), crop_size)
         out = image.copy()
         for j, i in enumerate(idx):
@@ -363,12 +374,16 @@ def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], 
         iterations += 1
     base = samples[len(samples) // 3]
     last = samples[-1]
+    def mb(v: float) -> float | None:
+        return None if v != v else round(v, 1)
+
     return {"seconds": round(last[0], 1), "batch": len(idx), "iterations": iterations,
             "faces_per_s": round(iterations * len(idx) / max(last[0], 1e-9), 2),
-            "samples": [{"t": round(t, 1), "iterations": n, "rss_mb": round(r, 1),
-                         "cuda_allocated_mb": None if c != c else round(c, 1)} for t, n, r, c in samples],
+            "samples": [{"t": round(t, 1), "iterations": n, "rss_mb": round(r, 1), "cuda_allocated_mb": mb(c[0]),
+                         "cuda_reserved_mb": mb(c[1])} for t, n, r, c in samples],
             "rss_growth_mb": round(last[2] - base[2], 1),
-            "cuda_growth_mb": None if last[3] != last[3] else round(last[3] - base[3], 1)}
+            "cuda_growth_mb": mb(last[3][0] - base[3][0]),
+            "cuda_reserved_growth_mb": mb(last[3][1] - base[3][1])}
 
 
 def _device_only(models: Any, x: np.ndarray, w: np.ndarray, clock: Clock, b: int) -> float | None:

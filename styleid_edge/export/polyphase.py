@@ -10,11 +10,13 @@ phases as output channels gives
 with ``K`` of shape (4 * out_channels, in_channels, 3, 3), channel ``4 * o + 2 * py + px`` holding phase
 (py, px) of output channel ``o``. On a GPU this replaces a transposed conv plus a depthwise pass over the
 full-resolution map by one dense 3x3 conv at the input resolution (tensor-core friendly) and a reshuffle.
-The kernels are built in float64 from impulse responses of the original ops and checked to hold the whole
-response, so the result is exact up to rounding.
+The kernels are built in float64 from impulse responses of the original ops, then checked against the
+original op on a random input (a few input channels), so a kernel is either exact up to rounding or refused.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ def _window(response: torch.Tensor, what: str) -> torch.Tensor:
     lo = 2 * _P0 - 2
     window = response[..., lo:lo + 6, lo:lo + 6]
     covered, total = float(window.square().sum()), float(response.square().sum())
-    if abs(covered - total) > 1e-12 * max(total, 1e-30):
+    if total == 0.0 or abs(covered - total) > 1e-12 * total:
         raise ValueError(f"{what}: the response does not fit a 3x3 polyphase kernel ({covered:.6g} of {total:.6g})")
     return window
 
@@ -48,6 +50,20 @@ def _gather(window: torch.Tensor) -> torch.Tensor:
                 for px in range(2):
                     k[:, py, px, :, ty, tx] = window[:, :, 4 - 2 * ty + py, 4 - 2 * tx + px].t()
     return k.reshape(4 * c_out, c_in, 3, 3)
+
+
+def _verify(kernel: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor], c_in: int, what: str) -> None:
+    """``apply(x, kernel)`` against ``op(x)`` on a random float64 input with up to 8 input channels (``op``
+    sees exactly those channels): same shape and values, or ValueError."""
+    n = min(c_in, 8)
+    x = torch.randn(1, n, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref, got = op(x), apply(x, kernel[:, :n])
+    if ref.shape != got.shape:
+        raise ValueError(f"{what}: the op gives {tuple(ref.shape)} where the polyphase form gives {tuple(got.shape)}; "
+                         "only exact 2x upsampling (output twice the input) has a polyphase form")
+    err, scale = float((ref - got).abs().max()), float(ref.abs().max())
+    if not err <= 1e-9 * max(scale, 1e-30):
+        raise ValueError(f"{what}: the polyphase form differs from the op (max error {err:.3g} at scale {scale:.3g})")
 
 
 def upconv_blur_kernel(weight: torch.Tensor, blur: torch.Tensor, blur_pad: tuple[int, int]) -> torch.Tensor:
@@ -70,7 +86,11 @@ def upconv_blur_kernel(weight: torch.Tensor, blur: torch.Tensor, blur_pad: tuple
         basis[t, 0, 2 * _P0 + t // 3, 2 * _P0 + t % 3] = 1.0
     per_tap = _window(fir_filter(basis, taps, blur_pad)[:, 0], "upconv_blur_kernel")  # (9, 6, 6)
     window = (weight.double().reshape(c_in * c_out, 9) @ per_tap.reshape(9, 36)).reshape(c_in, c_out, 6, 6)
-    return _gather(window)
+    kernel = _gather(window)
+    w8, blur64 = weight[:8].double(), blur.double()
+    _verify(kernel, lambda x: fir_filter(F.conv_transpose2d(x, w8, stride=2), blur64, blur_pad), c_in,
+            "upconv_blur_kernel")
+    return kernel
 
 
 def upsample_kernel(depthwise: torch.Tensor, pad: tuple[int, int], factor: int = 2) -> torch.Tensor:
@@ -82,10 +102,14 @@ def upsample_kernel(depthwise: torch.Tensor, pad: tuple[int, int], factor: int =
     z = torch.zeros(channels, channels, _L, _L, dtype=torch.float64)
     for c in range(channels):
         z[c, c, _P0, _P0] = 1.0
-    response = fir_upsample(z, depthwise.double(), pad, factor)
+    dw = depthwise.double()
+    response = fir_upsample(z, dw, pad, factor)
     if response.shape[-1] != 2 * _L:
         raise ValueError(f"upsample_kernel: output size {response.shape[-1]} is not twice the input")
-    return _gather(_window(response, "upsample_kernel"))
+    kernel = _gather(_window(response, "upsample_kernel"))
+    n = min(channels, 8)
+    _verify(kernel[: 4 * n], lambda x: fir_upsample(x, dw[:n], pad, factor), channels, "upsample_kernel")
+    return kernel
 
 
 def apply(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,14 @@ fp32 eagerly and matches ONNX Runtime within fp32 tolerance (the parity test).
 
 Backend options (``--backend torch --backend-option KEY=VALUE``): ``device`` (cuda|cpu, default cuda),
 ``fp16`` (default 1 on cuda; cpu is fp32 only), ``cuda_graphs`` (default 1 on cuda), ``max_batch``
-(default 16), ``channels_last`` (0, 1, ``encoder`` or ``synthesis``: the roles run in NHWC; default ``encoder`` on
-cuda, where the encoder's convs measured 1.3-1.8x faster in NHWC and the synthesis slower; 0 on cpu),
-``cudnn_benchmark`` (default 1), ``polyphase_up`` (default 1: each stride-2 upsampling of the synthesis,
-transposed conv + FIR blur and the RGB skip's FIR upsampler, runs as one 3x3 conv + pixel shuffle, see
-:mod:`styleid_edge.export.polyphase`; 0 keeps the exported graph's form), ``compile`` (default 0: 1 runs
-the synthesis and the encoder through ``torch.compile``; each batch bucket compiles on first use).
+(default 16), ``channels_last`` (0, 1, ``encoder`` or ``synthesis``: the roles run in NHWC; default ``encoder``
+with fp16, where the encoder measured 1.3-1.8x faster in NHWC on an H100 and the synthesis slower; else 0),
+``cudnn_benchmark`` (default 1), ``polyphase_up`` (each stride-2 upsampling of the synthesis, transposed
+conv + FIR blur and the RGB skip's FIR upsampler, runs as one 3x3 conv + pixel shuffle, see
+:mod:`styleid_edge.export.polyphase`; default 1 with fp16, where it measured 1.1-1.3x faster on an H100,
+0 otherwise: it does 4x the multiply-adds in those convs, which fp32 convolutions (compute bound) pay for;
+H100 fp32 synthesis 11.7 vs 11.0 ms with and without it, two machines), ``compile`` (default 0: 1 runs the
+synthesis and the encoder through ``torch.compile``; each batch bucket compiles on first use).
 """
 
 from __future__ import annotations
@@ -97,7 +99,9 @@ class TorchOptions:
         max_batch = int(raw.get("max_batch", 16))
         if max_batch < 1:
             raise ValueError(f"torch backend: max_batch must be >= 1, got {max_batch}")
-        cl = raw.get("channels_last", "encoder" if on_cuda else False)  # NHWC: faster IR-SE50 convs on H100
+        cl = raw.get("channels_last", "encoder" if fp16 else False)  # NHWC: faster fp16 IR-SE50 convs on H100
+        if isinstance(cl, str) and cl.strip().lower() in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
+            cl = cl.strip().lower() in ("1", "true", "yes", "on")
         if isinstance(cl, str):
             roles = tuple(r.strip() for r in cl.replace("+", ",").split(",") if r.strip())
             bad = [r for r in roles if r not in ("encoder", "synthesis")]
@@ -107,7 +111,7 @@ class TorchOptions:
             roles = ("encoder", "synthesis") if cl else ()
         return cls(device=device, fp16=fp16, cuda_graphs=graphs, max_batch=max_batch, channels_last=roles,
                    cudnn_benchmark=bool(raw.get("cudnn_benchmark", True)),
-                   polyphase_up=bool(raw.get("polyphase_up", True)), compile=bool(raw.get("compile", False)))
+                   polyphase_up=bool(raw.get("polyphase_up", fp16)), compile=bool(raw.get("compile", False)))
 
 
 def check_device(device: str) -> torch.device:
@@ -490,8 +494,8 @@ class FastSynthesis(nn.Module):
     def _styled(self, e: dict, x: torch.Tensor, s: torch.Tensor, gain: float) -> torch.Tensor:
         d = torch.rsqrt((s * s) @ getattr(self, e["demod"]) + DEMOD_EPS)  # fp32 (B, O)
         x = x * (s * gain).to(self.dtype)[:, :, None, None]
-        if e["up"] and self.polyphase_up:
-            out = polyphase.apply(x, getattr(self, e["w"]))
+        if e["up"] and self.polyphase_up:  # pixel_shuffle returns NCHW on CUDA: back to the chosen format
+            out = polyphase.apply(x, getattr(self, e["w"])).contiguous(memory_format=self.memory_format)
         elif e["up"]:
             out = fir_filter(F.conv_transpose2d(x, getattr(self, e["w"]), stride=2), getattr(self, e["blur"]),
                              e["blur_pad"])
@@ -639,8 +643,9 @@ class TorchRunner:
             fn = module
             if opts.fp16:
                 module = half_encoder(module)
-                if nhwc:
-                    module = module.to(memory_format=torch.channels_last)
+            if nhwc:
+                module = module.to(memory_format=torch.channels_last)
+            if opts.fp16 or nhwc:
                 enc = module
 
                 def fn(image: torch.Tensor) -> torch.Tensor:
