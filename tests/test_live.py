@@ -106,14 +106,14 @@ def test_file_source_realtime_to_segments(clip, anonymizer, tmp_path):
 def slow_generator(anon: Anonymizer, seconds: float) -> list[int]:
     """Make the pack's real generator ``seconds`` slower per call; returns the list of batch sizes."""
     calls: list[int] = []
-    real = anon.engine.generate
+    real = anon.engine.generate_crops  # what the anonymizer calls
 
-    def generate(crops, seeds):
+    def generate_crops(crops, seeds, size):
         calls.append(len(crops))
         time.sleep(seconds)
-        return real(crops, seeds)
+        return real(crops, seeds, size)
 
-    anon.engine.generate = generate
+    anon.engine.generate_crops = generate_crops
     return calls
 
 

@@ -49,15 +49,15 @@ def wrap_generator(anon: Anonymizer, before=None) -> list[int]:
     """Record the batch size of every call of the pack's real generator; ``before(call_number)``
     runs first (a sleep, a wait)."""
     calls: list[int] = []
-    real = anon.engine.generate
+    real = anon.engine.generate_crops  # what the anonymizer calls
 
-    def generate(crops, seeds):
+    def generate_crops(crops, seeds, size):
         calls.append(len(crops))
         if before is not None:
             before(len(calls))
-        return real(crops, seeds)
+        return real(crops, seeds, size)
 
-    anon.engine.generate = generate
+    anon.engine.generate_crops = generate_crops
     return calls
 
 

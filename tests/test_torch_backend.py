@@ -154,6 +154,19 @@ def test_cuda_fp16_graphs_match_onnxruntime(tiny_pack, role):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("options, rel", [
+    ({"fp16": False, "cuda_graphs": False, "polyphase_up": True}, 1e-3),  # polyphase in fp32: exact form
+    ({"channels_last": "synthesis"}, 3e-2),  # NHWC synthesis with polyphase (pixel_shuffle's format)
+    ({"compile": True}, 3e-2),  # torch.compile, then CUDA graph capture per bucket
+], ids=["fp32-polyphase", "nhwc-synthesis", "compile"])
+def test_cuda_synthesis_variants_match_onnxruntime(tiny_pack, options, rel):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    _gpu_parity(tiny_pack, "synthesis", {"device": "cuda", **options}, rel)
+
+
+@pytest.mark.gpu
+@gpu
 def test_cuda_graph_memory_stays_flat(tiny_pack):
     runner = make_runner(tiny_pack.model_path("synthesis"), "synthesis",
                          SessionOptions(backend="torch", backend_options={"device": "cuda"}))
@@ -180,3 +193,22 @@ def test_compiled_synthesis_matches_onnxruntime_on_cpu(tiny_pack):
     got = runner.run(None, feeds)[0]
     expected = expected_runner.run(None, feeds)[0]
     assert float(np.abs(got - expected).max()) <= 1e-4 * max(1.0, float(np.abs(expected).max()))
+
+
+def test_synthesis_to_crops_on_the_device_matches_the_host_conversion(tiny_pack):
+    """get_crops: the torch backend converts on its device (area / bicubic in float), ONNX Runtime on the host
+    (uint8 then resize); within one grey level for integer shrink factors, growth and the same size; other
+    shrink factors go through the host conversion."""
+    from styleid_edge.runtime.models import PackModels
+
+    host, dev = PackModels(tiny_pack), PackModels(tiny_pack, CPU)
+    rng = np.random.default_rng(2)
+    styles = host.affine.get(rng.standard_normal((3, tiny_pack.manifest.n_latent, 512)).astype(np.float32))
+    r = tiny_pack.manifest.resolution
+    for size in (r // 2, r, 2 * r, r + r // 2, r - r // 4):
+        a, b = host.synthesis.get_crops(styles, size), dev.synthesis.get_crops(styles, size)
+        assert a.shape == b.shape == (3, size, size, 3) and b.dtype == np.uint8
+        diff = np.abs(a.astype(int) - b)
+        assert diff.max() <= 1 and diff.mean() < 0.2, (size, diff.max(), diff.mean())
+    with pytest.raises(ValueError, match="synthesis"):
+        dev.affine.runner.run_crops({"w_plus": np.zeros((1, 1), np.float32)}, 8)

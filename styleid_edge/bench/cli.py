@@ -84,6 +84,7 @@ def format_table(result: dict) -> str:
         if key in stages:
             lines.append(f"{key:42s} {stages[key]:10.3f}")
     keys = ["encode_ms_per_face", "manipulate_ms_per_face", "synthesize_ms_per_face", "paste_back_ms_per_face",
+            "synthesize_to_crops_ms_per_face",
             "encoder_plus_synthesis_ms_per_face", "device_encoder_plus_synthesis_ms_per_face",
             "baseline_encode_ms_per_face", "baseline_generator_ms_per_face",
             "baseline_encoder_plus_synthesis_ms_per_face", "ratio_baseline_over_fast",

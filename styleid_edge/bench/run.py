@@ -282,6 +282,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     blend.paste_back(out, new[j], crops_m[idx[j]][1])
 
             row["paste_back_ms_per_face"] = clock.ms(paste) / b
+            styles = models.affine.get(w)
+            # what the anonymizer runs: synthesis straight to uint8 crops (on the device with the torch backend)
+            row["synthesize_to_crops_ms_per_face"] = clock.ms(lambda: models.synthesis.get_crops(styles, crop_size)) / b
             row["align_ms_per_face"] = stages["align_ms_per_face"]
             row["encoder_plus_synthesis_ms_per_face"] = row["encode_ms_per_face"] + row["synthesize_ms_per_face"]
             per_face = sum(row[k] for k in ("align_ms_per_face", "encode_ms_per_face", "manipulate_ms_per_face",

@@ -24,7 +24,7 @@ import numpy as np
 from . import align, blend, fallback
 from .backends import SessionOptions
 from .detect import DEFAULT_DETECTOR, make_detector
-from .methods import METHODS, MethodConfig, StyleIDMethods, best_method, images_to_crops
+from .methods import METHODS, MethodConfig, StyleIDMethods, best_method
 from .models import PackModels, StageTimer
 from .pack import ModelPack, find_pack
 from .recognize import SAME_PERSON_COSINE, cosine
@@ -383,9 +383,8 @@ class Anonymizer:
             self.timer.add("donor", t)
             return res
         t = time.perf_counter()
-        images = self.engine.generate(crops, seeds)
+        new = self.engine.generate_crops(crops, seeds, self.crop_size)
         self.timer.add(f"generate_{self.method}", t)
-        new = images_to_crops(images, self.crop_size)
         if self.method == "pixel":
             results = []
             for w, gen in zip(batch, new):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import SessionOptions, make_runner
+from .crops import images_to_crops
 from .pack import ModelPack
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class Synthesis(OnnxModel):
 
     def get(self, styles: np.ndarray) -> np.ndarray:
         return self._run(styles)
+
+    def get_crops(self, styles: np.ndarray, size: int) -> np.ndarray:
+        """The images as BGR uint8 crops (B,size,size,3): on the backend's device where it can (the torch
+        backend's ``run_crops``: only the uint8 crops are copied to the host), else on the host."""
+        run_crops = getattr(self.runner, "run_crops", None)
+        if run_crops is not None:
+            return run_crops({self.input_names[0]: np.ascontiguousarray(styles, np.float32)}, size)
+        return images_to_crops(self.get(styles), size)
 
 
 class Encoder(OnnxModel):
