@@ -30,7 +30,7 @@ with fp16, where the encoder measured 1.3-1.8x faster in NHWC on an H100 and the
 conv + FIR blur and the RGB skip's FIR upsampler, runs as one 3x3 conv + pixel shuffle, see
 :mod:`styleid_edge.export.polyphase`; default 1 with fp16, where it measured 1.1-1.3x faster on an H100,
 0 otherwise: it does 4x the multiply-adds in those convs, which fp32 convolutions (compute bound) pay for;
-H100 fp32 synthesis 11.7 vs 11.0 ms with and without it, two machines), ``compile`` (default 0: 1 runs the
+H100 fp32 synthesis 11.7 vs 11.0 ms with and without it (two machines), 2-core CPU 256 px 1465 vs 933 ms), ``compile`` (default 0: 1 runs the
 synthesis and the encoder through ``torch.compile``; each batch bucket compiles on first use).
 """
 
