@@ -268,7 +268,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 return mixed
 
             w = manipulate()
-            images = models.synthesis.get(models.affine.get(w))
+            styles = models.affine.get(w)
+            images = models.synthesis.get(styles)
             row: dict[str, Any] = {
                 "encode_ms_per_face": clock.ms(lambda: models.encoder.get(x)) / b,
                 "manipulate_ms_per_face": clock.ms(manipulate) / b,
@@ -282,7 +283,6 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     blend.paste_back(out, new[j], crops_m[idx[j]][1])
 
             row["paste_back_ms_per_face"] = clock.ms(paste) / b
-            styles = models.affine.get(w)
             # what the anonymizer runs: synthesis straight to uint8 crops (on the device with the torch backend)
             row["synthesize_to_crops_ms_per_face"] = clock.ms(lambda: models.synthesis.get_crops(styles, crop_size)) / b
             row["align_ms_per_face"] = stages["align_ms_per_face"]
@@ -320,7 +320,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if cfg.soak_seconds > 0:
             b = max(cfg.batches)
             idx = [i % faces for i in range(b)]
-            mem["soak"] = _soak(models, engine, method, crops_m, idx, crop_size, frame.image, cfg)
+            mem["soak"] = _soak(engine, crops_m, idx, crop_size, frame.image, cfg)
         result["stages"] = stages
         result["batches"] = per_batch
         result["memory"] = mem
@@ -329,16 +329,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], crop_size: int,
-          image: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
-    """The whole per-face path (encode, new identity, affine + synthesis, paste back into a fresh copy of the
-    frame) in a loop for ``cfg.soak_seconds``, with host RSS and CUDA memory sampled about ten times.
+def _soak(engine: Any, crops_m: list, idx: list[int], crop_size: int, image: np.ndarray,
+          cfg: BenchConfig) -> dict[str, Any]:
+    """The whole per-face path (``engine.generate_crops``: encode, new identity, affine + synthesis to crops;
+    then paste back into a fresh copy of the frame) in a loop for ``cfg.soak_seconds``, with host RSS and
+    CUDA memory sampled about ten times.
 
     Growth is the last sample minus the one taken at a third of the run (past most of the allocators'
     warm-up; the samples show the whole curve)."""
     from styleid_edge.runtime import blend
-    from styleid_edge.runtime.methods import crops_to_input, images_to_crops
-    from styleid_edge.runtime.stylespace import identity_rows
 
     cuda_mb: Callable[[], tuple[float, float]] = lambda: (float("nan"), float("nan"))  # noqa: E731
     if cfg.device.startswith("cuda"):
@@ -348,8 +347,7 @@ def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], 
             torch.cuda.synchronize()
             return torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20
 
-    x = crops_to_input(np.stack([crops_m[i][0] for i in idx]), engine.encoder_size)
-    rows = identity_rows(engine.n_latent)
+    crops = np.stack([crops_m[i][0] for i in idx])
     seeds = list(range(len(idx)))
     samples: list[tuple[float, int, float, tuple[float, float]]] = []
     interval = cfg.soak_seconds / 10.0
@@ -362,14 +360,7 @@ def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], 
             next_sample += interval
             if now - start >= cfg.soak_seconds:
                 break
-        w_src = models.encoder.get(x)
-        w_tar = engine.target_wplus_for(seeds)
-        if method == "swapper":
-            w = models.mapper.get(w_src, w_tar)
-        else:  # the pixel method's W+ mix: identity rows from the pseudo-identity
-            w = w_src.copy()
-            w[:, rows] = w_tar[:, rows]
-        new = images_to_crops(models.synthesis.get(models.affine.get(w)), crop_size)
+        new = engine.generate_crops(crops, seeds, crop_size)  # what the anonymizer runs per batch of faces
         out = image.copy()
         for j, i in enumerate(idx):
             blend.paste_back(out, new[j], crops_m[i][1])
@@ -377,6 +368,7 @@ def _soak(models: Any, engine: Any, method: str, crops_m: list, idx: list[int], 
         iterations += 1
     base = samples[len(samples) // 3]
     last = samples[-1]
+
     def mb(v: float) -> float | None:
         return None if v != v else round(v, 1)
 
