@@ -6,6 +6,8 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "warp.hpp"
+
 namespace styleid {
 
 std::array<cv::Point2d, 4> ffhq_quad(const Landmarks &lm) {
@@ -42,11 +44,13 @@ cv::Matx23d affine_from_3_points(const cv::Point2d src[3], const cv::Point2d dst
 }  // namespace
 
 cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::Mat &crop) {
-    cv::Mat small;
-    return ffhq_crop(frame, lm, size, crop, small);
+    ScratchMat small;
+    AreaResizer area;
+    return ffhq_crop(frame, lm, size, crop, small, area);
 }
 
-cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::Mat &crop, cv::Mat &small) {
+cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::Mat &crop, ScratchMat &small_buffer,
+                      AreaResizer &area) {
     auto quad = ffhq_quad(lm);
     const cv::Point2d dst[3] = {{-0.5, -0.5}, {-0.5, size - 0.5}, {size - 0.5, size - 0.5}};
     cv::Matx23d m = affine_from_3_points(quad.data(), dst);
@@ -56,16 +60,17 @@ cv::Matx23d ffhq_crop(const cv::Mat &frame, const Landmarks &lm, int size, cv::M
         const int h = frame.rows, w = frame.cols;
         int nw = std::max(1, static_cast<int>(std::nearbyint(static_cast<double>(w) / shrink)));
         int nh = std::max(1, static_cast<int>(std::nearbyint(static_cast<double>(h) / shrink)));
-        cv::resize(frame, small, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
+        cv::Mat &small = small_buffer.fit(nh, nw, frame.type());
+        area.resize(frame, small, cv::Size(nw, nh));  // = cv::resize INTER_AREA (within 1 level), no heap
         double sx = static_cast<double>(nw) / w, sy = static_cast<double>(nh) / h;
         // m_src = m o inverse(pre), pre: frame pixel centre -> shrunk pixel centre
         cv::Matx23d m_src(m(0, 0) / sx, m(0, 1) / sy, 0, m(1, 0) / sx, m(1, 1) / sy, 0);
         double tx = -(0.5 * sx - 0.5) / sx, ty = -(0.5 * sy - 0.5) / sy;
         m_src(0, 2) = m(0, 0) * tx + m(0, 1) * ty + m(0, 2);
         m_src(1, 2) = m(1, 0) * tx + m(1, 1) * ty + m(1, 2);
-        cv::warpAffine(small, crop, m_src, cv::Size(size, size), cv::INTER_LINEAR, cv::BORDER_REFLECT_101);
+        warp_affine_linear(small, crop, m_src, cv::Size(size, size), Border::Reflect101);
     } else {
-        cv::warpAffine(frame, crop, m, cv::Size(size, size), cv::INTER_LINEAR, cv::BORDER_REFLECT_101);
+        warp_affine_linear(frame, crop, m, cv::Size(size, size), Border::Reflect101);  // = cv::warpAffine, no heap
     }
     return m;
 }

@@ -115,7 +115,7 @@ void Anonymizer::process(cv::Mat &frame) {
             try {
                 Landmarks lm;
                 for (int k = 0; k < 10; ++k) lm[k] = static_cast<float>((*r.track.landmarks)[k]);
-                matrices_[i] = ffhq_crop(frame, lm, crop_size_, crops_[i], align_small_);
+                matrices_[i] = ffhq_crop(frame, lm, crop_size_, crops_[i], align_small_, align_area_);
                 batch_.push_back(i);
             } catch (const std::exception &) {
                 r.method = STYLEID_EDGE_METHOD_PIXELATE;
@@ -170,7 +170,7 @@ void Anonymizer::process(cv::Mat &frame) {
 void Anonymizer::obscure(cv::Mat &frame, const FaceRecord &r) {
     std::array<float, 4> box{static_cast<float>(r.track.box[0]), static_cast<float>(r.track.box[1]),
                              static_cast<float>(r.track.box[2]), static_cast<float>(r.track.box[3])};
-    pixelate(frame, box, pixelate_small_);
+    pixelate(frame, box, pixelate_scratch_);
 }
 
 }  // namespace styleid

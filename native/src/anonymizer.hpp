@@ -13,6 +13,7 @@
 #include "backend.hpp"
 #include "blend.hpp"
 #include "detect.hpp"
+#include "fallback.hpp"
 #include "latent.hpp"
 #include "pack.hpp"
 #include "styleid_edge.h"
@@ -59,7 +60,9 @@ private:
     std::vector<FaceRecord> records_;
     // reused buffers
     std::vector<cv::Mat> crops_, new_faces_, batch_crops_;
-    cv::Mat pixelate_small_, align_small_;
+    PixelateScratch pixelate_scratch_;
+    ScratchMat align_small_;
+    AreaResizer align_area_;
     std::vector<cv::Matx23d> matrices_;
     std::vector<size_t> batch_;
     std::vector<char> planned_;  // faces obscured before generation (drawn under the generated faces)

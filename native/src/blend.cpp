@@ -7,6 +7,8 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "warp.hpp"
+
 namespace styleid {
 
 namespace {
@@ -34,7 +36,9 @@ void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, R
         src.copyTo(out);
         return;
     }
-    cv::Mat &fs = work.fs, &fr = work.fr, &lab_s = work.lab_s, &lab_r = work.lab_r, &bgr = work.bgr;
+    cv::Mat &fs = work.fs.fit(src.size(), CV_32FC3), &fr = work.fr.fit(ref.size(), CV_32FC3);
+    cv::Mat &lab_s = work.lab_s.fit(src.size(), CV_32FC3), &lab_r = work.lab_r.fit(ref.size(), CV_32FC3);
+    cv::Mat &bgr = work.bgr.fit(src.size(), CV_32FC3);
     src.convertTo(fs, CV_32F, 1.0 / 255.0);
     ref.convertTo(fr, CV_32F, 1.0 / 255.0);
     cv::cvtColor(fs, lab_s, cv::COLOR_BGR2Lab);
@@ -96,10 +100,11 @@ void Paster::paste(cv::Mat &frame, const cv::Mat &face_crop, const cv::Matx23d &
         cv::Matx23d ms(kx * m(0, 0), kx * m(0, 1), kx * m(0, 2) + 0.5 * kx - 0.5,
                        ky * m(1, 0), ky * m(1, 1), ky * m(1, 2) + 0.5 * ky - 0.5);
         m = ms;
-        cv::resize(crop, small_crop_, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
-        cv::resize(alpha_crop, small_alpha_, cv::Size(nw, nh), 0, 0, cv::INTER_AREA);
-        crop = small_crop_;
-        alpha_crop = small_alpha_;
+        cv::Mat &small_crop = small_crop_.fit(nh, nw, CV_8UC3), &small_alpha = small_alpha_.fit(nh, nw, CV_32F);
+        area_.resize(crop, small_crop, cv::Size(nw, nh));  // = cv::resize INTER_AREA (within 1 level), no heap
+        area_.resize(alpha_crop, small_alpha, cv::Size(nw, nh));
+        crop = small_crop;
+        alpha_crop = small_alpha;
     }
     const int ch = crop.rows, cw = crop.cols, h = frame.rows, w = frame.cols;
     cv::Matx23d inv;
@@ -126,27 +131,35 @@ void Paster::paste(cv::Mat &frame, const cv::Mat &face_crop, const cv::Matx23d &
     m_roi(0, 2) += m(0, 0) * x0 + m(0, 1) * y0;
     m_roi(1, 2) += m(1, 0) * x0 + m(1, 1) * y0;
     const cv::Mat *colour = &crop;
+    // every scratch image is a view of a buffer kept paste to paste (scratch.hpp), and the warps are ours
+    // (warp.hpp, cv::warpAffine's arithmetic): a steady stream of faces makes no heap allocation here
     if (config_.reinhard) {
-        cv::warpAffine(roi, original_, m_roi, cv::Size(cw, ch), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
-        ones_.create(roi.rows, roi.cols, CV_8U);
-        ones_.setTo(cv::Scalar(1));
-        cv::warpAffine(ones_, validity_, m_roi, cv::Size(cw, ch), cv::INTER_NEAREST, cv::BORDER_CONSTANT, cv::Scalar(0));
-        cv::compare(alpha_crop, 0.5, alpha_ok_, cv::CMP_GT);  // 0/255
-        cv::compare(validity_, 0, valid_, cv::CMP_GT);
-        cv::bitwise_and(alpha_ok_, valid_, valid_);  // the statistics mask (nonzero = use)
-        reinhard_lab(crop, original_, valid_, reinhard_, colour_);
-        colour = &colour_;
+        cv::Mat &original = original_.fit(ch, cw, CV_8UC3);
+        warp_affine_linear(roi, original, m_roi, cv::Size(cw, ch), Border::Replicate);
+        // crop pixels whose nearest frame pixel lies inside the ROI (warpAffine of ones, INTER_NEAREST, > 0)
+        cv::Mat &valid = valid_.fit(ch, cw, CV_8U), &alpha_ok = alpha_ok_.fit(ch, cw, CV_8U);
+        warp_affine_nearest_inside(roi.size(), valid, m_roi, cv::Size(cw, ch));
+        cv::compare(alpha_crop, 0.5, alpha_ok, cv::CMP_GT);  // 0/255
+        cv::bitwise_and(alpha_ok, valid, valid);             // the statistics mask (nonzero = use)
+        cv::Mat &colour_match = colour_.fit(ch, cw, CV_8UC3);
+        reinhard_lab(crop, original, valid, reinhard_, colour_match);
+        colour = &colour_match;
     }
     const cv::Size size(x1 - x0, y1 - y0);
-    cv::warpAffine(*colour, warped_, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
-    cv::warpAffine(alpha_crop, alpha_, m_roi, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT,
-                   cv::Scalar(0));
-    cv::max(alpha_, 0.0, alpha_);
-    cv::min(alpha_, 1.0, alpha_);
-    cv::subtract(cv::Scalar::all(1.0), alpha_, beta_);
-    roi.copyTo(roi_copy_);
-    cv::blendLinear(warped_, roi_copy_, alpha_, beta_, blended_);
-    blended_.copyTo(roi);
+    cv::Mat &warped = warped_.fit(size, CV_8UC3), &alpha = alpha_.fit(size, CV_32F), &beta = beta_.fit(size, CV_32F);
+    cv::Mat &roi_copy = roi_copy_.fit(size, CV_8UC3), &blended = blended_.fit(size, CV_8UC3);
+    warp_affine_linear(*colour, warped, m_roi, size, Border::Replicate, /*inverse_map=*/true);
+    warp_affine_linear(alpha_crop, alpha, m_roi, size, Border::Constant, /*inverse_map=*/true);
+    for (int y = 0; y < size.height; ++y) {  // clip alpha to [0, 1], beta = 1 - alpha (cv::max/min/subtract allocate)
+        float *a = alpha.ptr<float>(y), *b = beta.ptr<float>(y);
+        for (int x = 0; x < size.width; ++x) {
+            a[x] = std::min(std::max(a[x], 0.f), 1.f);
+            b[x] = 1.f - a[x];
+        }
+    }
+    roi.copyTo(roi_copy);
+    cv::blendLinear(warped, roi_copy, alpha, beta, blended);
+    blended.copyTo(roi);
 }
 
 }  // namespace styleid

@@ -4,6 +4,9 @@
 
 #include <opencv2/core.hpp>
 
+#include "resize_area.hpp"
+#include "scratch.hpp"
+
 namespace styleid {
 
 struct PasteConfig {
@@ -12,12 +15,12 @@ struct PasteConfig {
     bool reinhard = true;
 };
 
-// Scratch images of reinhard_lab (kept by the caller: no allocation once sizes repeat).
+// Scratch images of reinhard_lab (kept by the caller: no allocation once the largest size was seen).
 struct ReinhardWork {
-    cv::Mat fs, fr, lab_s, lab_r, bgr;
+    ScratchMat fs, fr, lab_s, lab_r, bgr;
 };
 
-// Reusable state: the default mask per crop size and scratch images (no per-frame allocation when sizes repeat).
+// Reusable state: the default mask per crop size and scratch images (no per-frame allocation in steady state).
 class Paster {
 public:
     explicit Paster(PasteConfig config = {}) : config_(config) {}
@@ -28,14 +31,15 @@ public:
 private:
     PasteConfig config_;
     cv::Mat mask_;
-    // scratch, reused paste to paste (cv::Mat::create keeps a buffer of the same size and type)
-    cv::Mat small_crop_, small_alpha_, original_, ones_, validity_, alpha_ok_, valid_, colour_, warped_, alpha_,
-        beta_, roi_copy_, blended_;
+    // scratch, reused paste to paste: views of buffers that only grow (the ROI size changes as a face moves)
+    ScratchMat small_crop_, small_alpha_, original_, alpha_ok_, valid_, colour_, warped_, alpha_, beta_, roi_copy_,
+        blended_;
     ReinhardWork reinhard_;
+    AreaResizer area_;
     int mask_h_ = -1, mask_w_ = -1;
 };
 
-// Give src the LAB mean/std of ref over the pixels where mask != 0 (uint8 0/1); returns a new image.
+// Give src the LAB mean/std of ref over the pixels where mask != 0 (uint8); returns a new image.
 cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask);
 // The same into `out` with caller-kept scratch.
 void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out);

@@ -130,16 +130,16 @@ Detector::Detector(ov::Core &core, const std::string &model_path, const std::str
 void Detector::single_pass(const cv::Mat &img) {
     const int h = img.rows, w = img.cols;
     const int ph = (h + 31) / 32 * 32, pw = (w + 31) / 32 * 32;
-    const cv::Mat *src = &img;
-    if (ph != h || pw != w) {
-        cv::copyMakeBorder(img, padded_, 0, ph - h, 0, pw - w, cv::BORDER_CONSTANT, cv::Scalar::all(0));
-        src = &padded_;
-    }
+    // planar float input, zero-padded to a multiple of 32 on the right and bottom (cv::copyMakeBorder would allocate)
     float *blob = model_.input(0, Dims{1, 3, static_cast<size_t>(ph), static_cast<size_t>(pw)});
     for (int y = 0; y < ph; ++y) {
-        const uint8_t *row = src->ptr<uint8_t>(y);
-        for (int x = 0; x < pw; ++x)
-            for (int c = 0; c < 3; ++c) blob[(static_cast<size_t>(c) * ph + y) * pw + x] = row[3 * x + c];
+        const uint8_t *row = y < h ? img.ptr<uint8_t>(y) : nullptr;
+        for (int c = 0; c < 3; ++c) {
+            float *out = blob + (static_cast<size_t>(c) * ph + y) * pw;
+            const int inside = row ? w : 0;
+            for (int x = 0; x < inside; ++x) out[x] = row[3 * x + c];
+            for (int x = inside; x < pw; ++x) out[x] = 0.f;
+        }
     }
     model_.infer();
     std::vector<Detection> &found = found_;
@@ -185,9 +185,10 @@ const std::vector<Detection> &Detector::detect(const cv::Mat &frame) {
     double scale = std::min(1.0, static_cast<double>(o.working_size) / std::max(h, w));
     cv::Mat work = frame;  // a header: no allocation
     if (scale < 1.0) {
-        cv::resize(frame, work_, cv::Size(std::max(1, round_even(w * scale)), std::max(1, round_even(h * scale))), 0,
-                   0, cv::INTER_AREA);
-        work = work_;
+        // = cv::resize INTER_AREA within 1 grey level, without its per-call heap tables
+        const cv::Size size(std::max(1, round_even(w * scale)), std::max(1, round_even(h * scale)));
+        area_.resize(frame, work_.fit(size, CV_8UC3), size);
+        work = work_.mat();
     }
     cv::Matx23d back(static_cast<double>(w) / work.cols, 0, 0, 0, static_cast<double>(h) / work.rows, 0);
     std::vector<Detection> &all = all_;

@@ -10,6 +10,8 @@
 #include <opencv2/core.hpp>
 
 #include "fixed_warp.hpp"
+#include "resize_area.hpp"
+#include "scratch.hpp"
 #include "model.hpp"
 
 namespace styleid {
@@ -56,7 +58,9 @@ private:
     OvModel model_;
     DetectorOptions options_;
     // reused frame to frame
-    cv::Mat padded_, work_, rotated_;
+    ScratchMat work_;  // the frame shrunk to the working size
+    AreaResizer area_;
+    cv::Mat rotated_;
     FixedWarp rotate_[2];  // the -30 and +30 degree passes
     std::vector<Detection> found_, pass_, all_, out_;
     std::vector<size_t> keep_;

@@ -10,11 +10,11 @@
 namespace styleid {
 
 bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, int blocks, double margin) {
-    cv::Mat small;
-    return pixelate(frame, box, small, blocks, margin);
+    PixelateScratch scratch;
+    return pixelate(frame, box, scratch, blocks, margin);
 }
 
-bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, cv::Mat &small, int blocks, double margin) {
+bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, PixelateScratch &scratch, int blocks, double margin) {
     for (float v : box)
         if (!std::isfinite(v)) throw std::invalid_argument("pixelate: box must be 4 finite numbers");
     double x1 = std::min(box[0], box[2]), y1 = std::min(box[1], box[3]);
@@ -30,9 +30,18 @@ bool pixelate(cv::Mat &frame, const std::array<float, 4> &box, cv::Mat &small, i
     const int h = roi.rows, w = roi.cols, longer = std::max(h, w);
     int bx = std::max(1, std::min(w, static_cast<int>(std::nearbyint(static_cast<double>(blocks) * w / longer))));
     int by = std::max(1, std::min(h, static_cast<int>(std::nearbyint(static_cast<double>(blocks) * h / longer))));
-    cv::resize(roi, small, cv::Size(bx, by), 0, 0, cv::INTER_AREA);
-    // nearest upsample straight into the ROI (roi already has the size and type: resize writes in place)
-    cv::resize(small, roi, cv::Size(w, h), 0, 0, cv::INTER_NEAREST);
+    cv::Mat &small = scratch.small.fit(by, bx, CV_8UC3);
+    scratch.area.resize(roi, small, cv::Size(bx, by));  // = cv::resize INTER_AREA (within 1 level), no heap
+    // nearest upsample straight into the ROI, as cv::resize(INTER_NEAREST) picks: sx = floor(x / (w / bx))
+    const double ifx = 1.0 / (static_cast<double>(w) / bx), ify = 1.0 / (static_cast<double>(h) / by);
+    for (int y = 0; y < h; ++y) {
+        const uint8_t *s = small.ptr<uint8_t>(std::min(static_cast<int>(std::floor(y * ify)), by - 1));
+        uint8_t *d = roi.ptr<uint8_t>(y);
+        for (int x = 0; x < w; ++x) {
+            const uint8_t *p = s + 3 * std::min(static_cast<int>(std::floor(x * ifx)), bx - 1);
+            d[3 * x] = p[0], d[3 * x + 1] = p[1], d[3 * x + 2] = p[2];
+        }
+    }
     return true;
 }
 

@@ -2,6 +2,8 @@
 // matrix, coordinates in 1/1024 px fixed point (AB_BITS 10) rounded to 1/32 px (INTER_BITS 5).
 #include "fixed_warp.hpp"
 
+#include "warp.hpp"
+
 #include <vector>
 
 #include <opencv2/imgproc.hpp>
@@ -57,13 +59,8 @@ void FixedWarp::build(const cv::Matx23d &m, cv::Size size) {
 }
 
 void FixedWarp::apply(const cv::Mat &src, cv::Mat &dst, const cv::Matx23d &m, cv::Size size) {
-#if CV_VERSION_MAJOR != 4 || CV_VERSION_MINOR >= 11
-    // newer OpenCV may compute warpAffine differently (float-coordinate kernels): stay identical to it
-    cv::warpAffine(src, dst, m, size, cv::INTER_LINEAR, cv::BORDER_CONSTANT);
-    return;
-#endif
     if (!ready_ || size != size_ || cv::norm(m - m_, cv::NORM_INF) != 0) build(m, size);
-    cv::remap(src, dst, map1_, map2_, cv::INTER_LINEAR, cv::BORDER_CONSTANT, cv::Scalar());
+    remap_linear_fixed(src, dst, map1_, map2_, Border::Constant);  // cv::remap allocates per call
 }
 
 }  // namespace styleid

@@ -1,8 +1,8 @@
 // fixed_warp.hpp - one affine warp applied to many frames of the same size (the detector's rotation passes).
 // cv::warpAffine rebuilds its fixed-point coordinate maps on every call, in 64x64 blocks, each block a
 // cv::remap with its own temporaries (hundreds of heap allocations per frame). FixedWarp builds the same maps
-// once, bit for bit as warpAffine computes them, and applies them with one cv::remap: the same pixels.
-// Checked against OpenCV 4.6-4.10 (ctest fixed_warp); other versions call cv::warpAffine itself.
+// once, bit for bit as warpAffine computes them (OpenCV 4.6-4.10 arithmetic), and applies them with our
+// allocation-free remap_linear_fixed (warp.hpp): the same pixels (ctest fixed_warp).
 #pragma once
 
 #include <opencv2/core.hpp>

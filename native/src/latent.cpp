@@ -146,7 +146,8 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
     for (size_t i = 0; i < b; ++i) {
         const cv::Mat *c = &crops[i];
         if (c->rows != es) {
-            cv::resize(*c, resized_, cv::Size(es, es), 0, 0, c->rows > es ? cv::INTER_AREA : cv::INTER_CUBIC);
+            if (c->rows > es) area_.resize(*c, resized_, cv::Size(es, es));  // = cv::resize INTER_AREA, no heap
+            else cubic_.resize(*c, resized_, cv::Size(es, es));  // = cv::resize INTER_CUBIC, no heap
             c = &resized_;
         }
         float *dst = enc_in + i * 3 * plane;
@@ -209,7 +210,8 @@ void LatentMethod::generate(const std::vector<cv::Mat> &crops, const std::vector
         }
         const cv::Mat *sized = &rgb;
         if (r != crop_size) {
-            cv::resize(rgb, sized_, cv::Size(crop_size, crop_size), 0, 0, r > crop_size ? cv::INTER_AREA : cv::INTER_CUBIC);
+            if (r > crop_size) area_.resize(rgb, sized_, cv::Size(crop_size, crop_size));  // 1024 -> 512: no heap
+            else cubic_.resize(rgb, sized_, cv::Size(crop_size, crop_size));  // packs under 256 px: = INTER_CUBIC
             sized = &sized_;
         }
         cv::cvtColor(*sized, faces[i], cv::COLOR_RGB2BGR);

@@ -13,6 +13,8 @@
 #include "backend.hpp"
 #include "model.hpp"
 #include "pack.hpp"
+#include "resize_area.hpp"
+#include "resize_cubic.hpp"
 
 namespace styleid {
 
@@ -63,6 +65,8 @@ private:
     // buffers reused frame to frame
     // (model inputs are written straight into the models' own input buffers: Model::input)
     cv::Mat resized_, rgb_, sized_;
+    AreaResizer area_;
+    CubicResizer cubic_;
 };
 
 }  // namespace styleid

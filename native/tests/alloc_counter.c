@@ -15,6 +15,10 @@
  *                                        the allocation's backtrace outside this file, libc and libstdc++
  *                                        (operator new, std::string) lies in that library. Allocations
  *                                        inside OpenCV/OpenVINO/oneTBB calls it makes are not direct.
+ *   long alloc_counter_outside_engine(void); allocations none of whose backtrace frames lies in a library
+ *                                        whose file name starts with ALLOC_COUNTER_ENGINE (e.g. libopenvino:
+ *                                        the inference engine, its plugins, and its oneTBB tasks, which always
+ *                                        run through libopenvino): everything the engine does not make.
  * With ALLOC_COUNTER_BACKTRACE=1 in the environment, each counted allocation also prints its size
  * and a backtrace to stderr (backtrace_symbols_fd, which does not allocate; one thread at a time) -
  * use it to find them.
@@ -38,9 +42,10 @@ extern void __libc_free(void *);
 #define EXPORT __attribute__((visibility("default")))
 
 static atomic_int g_on = 0;
-static atomic_long g_count = 0, g_direct = 0;
+static atomic_long g_count = 0, g_direct = 0, g_outside = 0;
 static int g_trace = -1;              /* -1: not read yet */
 static const char *g_attribute = NULL; /* library name for alloc_counter_direct */
+static const char *g_engine = NULL;    /* library file-name prefix for alloc_counter_outside_engine */
 static atomic_flag g_print = ATOMIC_FLAG_INIT;
 static __thread int t_in_hook = 0;
 
@@ -52,10 +57,10 @@ static int runtime_frame(const char *name) {
 static void note(size_t size, const char *what) {
     if (!atomic_load_explicit(&g_on, memory_order_relaxed)) return;
     atomic_fetch_add_explicit(&g_count, 1, memory_order_relaxed);
-    if ((!g_trace && !g_attribute) || t_in_hook) return;
+    if ((!g_trace && !g_attribute && !g_engine) || t_in_hook) return;
     t_in_hook = 1;
-    void *frames[32];
-    int depth = backtrace(frames, 32); /* first call may allocate (loads libgcc_s): in_hook guards it */
+    void *frames[64];
+    int depth = backtrace(frames, 64); /* first call may allocate (loads libgcc_s): in_hook guards it */
     int direct = 0;
     if (g_attribute) {
         for (int i = 1; i < depth; ++i) {
@@ -67,11 +72,23 @@ static void note(size_t size, const char *what) {
         }
         if (direct) atomic_fetch_add_explicit(&g_direct, 1, memory_order_relaxed);
     }
+    int engine = 0;
+    if (g_engine) {
+        for (int i = 1; i < depth && !engine; ++i) {
+            Dl_info info;
+            if (!dladdr(frames[i], &info) || !info.dli_fname) continue;
+            const char *base = strrchr(info.dli_fname, '/');
+            base = base ? base + 1 : info.dli_fname;
+            engine = strncmp(base, g_engine, strlen(g_engine)) == 0;
+        }
+        if (!engine) atomic_fetch_add_explicit(&g_outside, 1, memory_order_relaxed);
+    }
     if (g_trace) {
         while (atomic_flag_test_and_set(&g_print)) {
         }
         char line[128];
-        int n = snprintf(line, sizeof line, "alloc_counter: %s(%zu)%s\n", what, size, direct ? " DIRECT" : "");
+        int n = snprintf(line, sizeof line, "alloc_counter: %s(%zu)%s%s\n", what, size, direct ? " DIRECT" : "",
+                         g_engine && !engine ? " OUTSIDE-ENGINE" : "");
         if (n > 0) write(2, line, (size_t)n);
         backtrace_symbols_fd(frames + 1, depth - 1, 2);
         atomic_flag_clear(&g_print);
@@ -85,7 +102,9 @@ EXPORT void alloc_counter_enable(int on) {
         g_trace = e && *e && strcmp(e, "0") != 0;
         const char *a = getenv("ALLOC_COUNTER_ATTRIBUTE");
         g_attribute = a && *a ? a : NULL;
-        if (g_trace || g_attribute) { /* warm up backtrace() so its own first-call allocation is not counted */
+        const char *e2 = getenv("ALLOC_COUNTER_ENGINE");
+        g_engine = e2 && *e2 ? e2 : NULL;
+        if (g_trace || g_attribute || g_engine) { /* warm up backtrace() so its own first-call allocation is not counted */
             void *frames[4];
             backtrace(frames, 4);
         }
@@ -94,9 +113,11 @@ EXPORT void alloc_counter_enable(int on) {
 }
 EXPORT long alloc_counter_count(void) { return atomic_load(&g_count); }
 EXPORT long alloc_counter_direct(void) { return atomic_load(&g_direct); }
+EXPORT long alloc_counter_outside_engine(void) { return atomic_load(&g_outside); }
 EXPORT void alloc_counter_reset(void) {
     atomic_store(&g_count, 0);
     atomic_store(&g_direct, 0);
+    atomic_store(&g_outside, 0);
 }
 
 EXPORT void *malloc(size_t size) {

@@ -59,8 +59,9 @@ def write_channel_rank(pack) -> None:
     pack.save_manifest()
 
 
-def write_clip(path: Path, frames: int = 6) -> Path:
-    """A short MJPG clip of a real photograph (tests/data/photos/obama.jpg) drifting right, 640x480."""
+def write_clip(path: Path, frames: int = 6, size: tuple[int, int] = (640, 480), photo_width: int = 640) -> Path:
+    """A short MJPG clip of a real photograph (tests/data/photos/obama.jpg) `photo_width` px wide, drifting right
+    on a grey canvas of `size` (width, height)."""
     import cv2
     import numpy as np
 
@@ -68,15 +69,18 @@ def write_clip(path: Path, frames: int = 6) -> Path:
     image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"{photo} is missing")
-    image = cv2.resize(image, (640, round(image.shape[0] * 640 / image.shape[1])), interpolation=cv2.INTER_AREA)
-    canvas = np.full((480, 640, 3), 90, np.uint8)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    image = cv2.resize(image, (photo_width, round(image.shape[0] * photo_width / image.shape[1])),
+                       interpolation=cv2.INTER_AREA)
+    width, height = size
+    canvas = np.full((height, width, 3), 90, np.uint8)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write MJPG here")
+    x0, y0 = (width - photo_width) // 2 if width > photo_width else 0, (height - image.shape[0]) // 2 if height > image.shape[0] else 0
     for i in range(frames):
         frame = canvas.copy()
-        m = np.float32([[1, 0, 3 * i], [0, 1, 0]])
-        frame[:] = cv2.warpAffine(image, m, (640, 480), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
+        m = np.float32([[1, 0, x0 + 3 * i], [0, 1, y0]])
+        frame[:] = cv2.warpAffine(image, m, (width, height), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
         writer.write(frame)
     writer.release()
     return path
@@ -95,12 +99,16 @@ def main() -> None:
         write_detector(args.out)
         log.info("wrote %s", args.out)
         return
+    wide = args.out / "clip_wide.avi"  # larger than the detector's working size, with a small face
     if args.reuse and (args.out / "READY").is_file():
+        if not wide.is_file():
+            write_clip(wide, size=(1000, 600), photo_width=200)
         log.info("%s is ready", args.out)
         return
     pack = write_pack(args.out / "pack", args.resolution, args.channel_multiplier)
     write_detector(pack / "detector.onnx")
     write_clip(args.out / "clip.avi")
+    write_clip(wide, size=(1000, 600), photo_width=200)
     (args.out / "READY").write_text("ok\n")
     log.info("wrote %s", pack)
 
