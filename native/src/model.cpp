@@ -25,13 +25,6 @@ bool from_ov(const ov::Shape &s, Dims &d) {
     return true;
 }
 
-bool same(const Dims &d, const ov::Shape &s) {
-    if (s.size() != d.rank) return false;
-    for (size_t i = 0; i < d.rank; ++i)
-        if (s[i] != d.d[i]) return false;
-    return true;
-}
-
 std::vector<std::string> port_names(const std::vector<ov::Output<ov::Node>> &ports) {
     std::vector<std::string> names;
     for (const auto &p : ports) {
@@ -143,6 +136,9 @@ std::unique_ptr<OvModel::Variant> OvModel::compile(const std::shared_ptr<ov::Mod
                                                 device_ + " (" + std::string(e.what()).substr(0, 400) + ")");
     }
     v->own.resize(inputs_.size());
+    v->in_dims.resize(inputs_.size());
+    v->out_dims.resize(outputs_.size());
+    v->last_in.resize(inputs_.size());
     v->bound.assign(inputs_.size(), 0);
     v->wrapped.assign(inputs_.size(), 0);
     return v;
@@ -181,8 +177,13 @@ float *OvModel::input(size_t i, const Dims &shape) {
             v.wrapped[i] = 0;
         }
         v.bound[i] = 1;
+        if (!from_ov(t.get_shape(), v.in_dims[i])) v.in_dims[i] = Dims{};
     }
-    if (!same(shape, t.get_shape())) t.set_shape(to_ov(shape));  // dynamic models: reallocates only on a new shape
+    if (shape != v.in_dims[i]) {  // dynamic models: the tensor reallocates only on a new shape
+        t.set_shape(to_ov(shape));
+        v.in_dims[i] = shape;
+    }
+    if (shape != v.last_in[i]) v.out_valid = false, v.last_in[i] = shape;
     return t.data<float>();
 }
 
@@ -192,6 +193,7 @@ void OvModel::set_input(size_t i, const float *data, const Dims &shape) {
     v.used = ++clock_;
     ov::Tensor t(ov::element::f32, to_ov(shape), const_cast<float *>(data));
     v.request.set_tensor(v.in_ports[i], t);
+    if (shape != v.last_in[i]) v.out_valid = false, v.last_in[i] = shape;
     v.bound[i] = 0;  // input() binds a tensor of its own again
     v.wrapped[i] = 1;
 }
@@ -210,10 +212,16 @@ TensorView OvModel::output(size_t i) {
     ov::Tensor t = current_->request.get_tensor(current_->out_ports.at(i));
     if (t.get_element_type() != ov::element::f32)
         throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(i) + " is not float32; re-export the pack");
+    Variant &var = *current_;
+    if (!var.out_valid) {  // output shapes follow the input shapes: read them once per new input shape
+        for (size_t k = 0; k < outputs_.size(); ++k)
+            if (!from_ov(current_->request.get_tensor(var.out_ports[k]).get_shape(), var.out_dims[k]))
+                throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(k) + " has rank > 8");
+        var.out_valid = true;
+    }
     TensorView v;
     v.data = t.data<float>();  // the request owns the memory: valid until its next infer()
-    if (!from_ov(t.get_shape(), v.shape))
-        throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(i) + " has rank > 8");
+    v.shape = var.out_dims.at(i);
     return v;
 }
 

@@ -90,6 +90,10 @@ private:
         std::vector<ov::Tensor> own;    // the request's input tensors (valid while bound[i])
         std::vector<char> bound;
         std::vector<char> wrapped;  // input bound to caller memory by set_input
+        std::vector<Dims> in_dims;  // the shape each bound input tensor has (no get_shape per frame)
+        std::vector<Dims> last_in;   // the shape of each input at the last input()/set_input()
+        std::vector<Dims> out_dims;  // output shapes, valid while out_valid (no input shape changed since)
+        bool out_valid = false;
         uint64_t used = 0;
     };
     std::unique_ptr<Variant> compile(const std::shared_ptr<ov::Model> &model, const Dims &shape);

@@ -1,8 +1,9 @@
 // resize_cubic.hpp - bicubic enlargement of 8-bit images (cv::resize INTER_CUBIC, uint8) with no heap allocation
 // once the largest sizes were seen: cv::resize allocates its coefficient tables and row buffers on every call.
 // Used to enlarge generated faces of packs under 256 px to the crop size. The arithmetic is OpenCV 4.x's
-// (A = -0.75 coefficients rounded to Q11, integer horizontal pass, float vertical pass of its SIMD kernel);
-// ctest resize_cubic checks it against cv::resize.
+// (A = -0.75 coefficients rounded to Q11, integer horizontal pass, float vertical pass of its 128-bit SIMD
+// kernel, as x86-64 builds run it); ctest resize_cubic checks it against cv::resize (bit for bit on x86-64,
+// within 1 grey level on other builds of OpenCV).
 #pragma once
 
 #include <vector>

@@ -102,6 +102,19 @@ struct Sampler {
     }
 };
 
+// The source coordinates warpAffine computes for destination row y, in 1/1024 px with `round` added.
+struct RowCoords {
+    int X0, Y0;
+    double m00, m10;
+    RowCoords(const cv::Matx23d &M, int y, int round)
+        : X0(wrap_add(cv::saturate_cast<int>((M(0, 1) * y + M(0, 2)) * kAbScale), round)),
+          Y0(wrap_add(cv::saturate_cast<int>((M(1, 1) * y + M(1, 2)) * kAbScale), round)),
+          m00(M(0, 0)),
+          m10(M(1, 0)) {}
+    int X(int x) const { return wrap_add(X0, cv::saturate_cast<int>(m00 * x * kAbScale)); }
+    int Y(int x) const { return wrap_add(Y0, cv::saturate_cast<int>(m10 * x * kAbScale)); }
+};
+
 void check_source(const cv::Mat &src, const char *what) {
     const int t = src.type();
     if (t != CV_8UC1 && t != CV_8UC3 && t != CV_32FC1)
@@ -113,12 +126,10 @@ template <typename T, int CN>
 void warp_rows(const cv::Mat &src, cv::Mat &dst, const cv::Matx23d &M, Border border) {
     const Sampler<T, CN> sample{src.ptr<T>(), src.step / sizeof(T), src.cols, src.rows, border, tables()};
     for (int y = 0; y < dst.rows; ++y) {
-        const int X0 = cv::saturate_cast<int>((M(0, 1) * y + M(0, 2)) * kAbScale) + kRoundLinear;
-        const int Y0 = cv::saturate_cast<int>((M(1, 1) * y + M(1, 2)) * kAbScale) + kRoundLinear;
+        const RowCoords row(M, y, kRoundLinear);
         T *d = dst.ptr<T>(y);
         for (int x = 0; x < dst.cols; ++x, d += CN) {
-            const int X = (X0 + cv::saturate_cast<int>(M(0, 0) * x * kAbScale)) >> (kAbBits - kInterBits);
-            const int Y = (Y0 + cv::saturate_cast<int>(M(1, 0) * x * kAbScale)) >> (kAbBits - kInterBits);
+            const int X = row.X(x) >> (kAbBits - kInterBits), Y = row.Y(x) >> (kAbBits - kInterBits);
             sample(cv::saturate_cast<short>(X >> kInterBits), cv::saturate_cast<short>(Y >> kInterBits),
                    (Y & (kTab - 1)) * kTab + (X & (kTab - 1)), d);
         }
@@ -166,16 +177,31 @@ void warp_affine_linear(const cv::Mat &src, cv::Mat &dst, const cv::Matx23d &m, 
     }
 }
 
+void warp_affine_maps(const cv::Matx23d &m, cv::Size size, cv::Mat &map_xy, cv::Mat &map_a, bool inverse_map) {
+    map_xy.create(size, CV_16SC2);
+    map_a.create(size, CV_16UC1);
+    const cv::Matx23d M = warp_inverse(m, inverse_map);
+    for (int y = 0; y < size.height; ++y) {
+        const RowCoords row(M, y, kRoundLinear);
+        short *xy = map_xy.ptr<short>(y);
+        ushort *a = map_a.ptr<ushort>(y);
+        for (int x = 0; x < size.width; ++x) {
+            const int X = row.X(x) >> (kAbBits - kInterBits), Y = row.Y(x) >> (kAbBits - kInterBits);
+            xy[2 * x] = cv::saturate_cast<short>(X >> kInterBits);
+            xy[2 * x + 1] = cv::saturate_cast<short>(Y >> kInterBits);
+            a[x] = static_cast<ushort>((Y & (kTab - 1)) * kTab + (X & (kTab - 1)));
+        }
+    }
+}
+
 void warp_affine_nearest_inside(cv::Size src_size, cv::Mat &dst, const cv::Matx23d &m, cv::Size size, bool inverse_map) {
     dst.create(size, CV_8UC1);
     const cv::Matx23d M = warp_inverse(m, inverse_map);
     for (int y = 0; y < size.height; ++y) {
-        const int X0 = cv::saturate_cast<int>((M(0, 1) * y + M(0, 2)) * kAbScale) + kRoundNearest;
-        const int Y0 = cv::saturate_cast<int>((M(1, 1) * y + M(1, 2)) * kAbScale) + kRoundNearest;
+        const RowCoords row(M, y, kRoundNearest);
         uint8_t *d = dst.ptr<uint8_t>(y);
         for (int x = 0; x < size.width; ++x) {
-            const int sx = cv::saturate_cast<short>((X0 + cv::saturate_cast<int>(M(0, 0) * x * kAbScale)) >> kAbBits);
-            const int sy = cv::saturate_cast<short>((Y0 + cv::saturate_cast<int>(M(1, 0) * x * kAbScale)) >> kAbBits);
+            const int sx = cv::saturate_cast<short>(row.X(x) >> kAbBits), sy = cv::saturate_cast<short>(row.Y(x) >> kAbBits);
             d[x] = static_cast<unsigned>(sx) < static_cast<unsigned>(src_size.width) &&
                            static_cast<unsigned>(sy) < static_cast<unsigned>(src_size.height)
                        ? 255

@@ -28,7 +28,16 @@ void warp_affine_nearest_inside(cv::Size src_size, cv::Mat &dst, const cv::Matx2
 // coordinates, CV_16UC1 indices into the 32x32 weight table), as cv::convertMaps / warpAffine make them.
 void remap_linear_fixed(const cv::Mat &src, cv::Mat &dst, const cv::Mat &map_xy, const cv::Mat &map_a, Border border);
 
+// The fixed-point maps cv::warpAffine(INTER_LINEAR) builds for m and size (for remap_linear_fixed).
+void warp_affine_maps(const cv::Matx23d &m, cv::Size size, cv::Mat &map_xy, cv::Mat &map_a, bool inverse_map = false);
+
 // The dst -> src matrix cv::warpAffine uses for m (m itself when inverse_map).
 cv::Matx23d warp_inverse(const cv::Matx23d &m, bool inverse_map);
+
+// a + b with two's-complement wrap-around, as OpenCV's (SIMD) coordinate arithmetic behaves for coordinates
+// millions of pixels away (signed overflow would be undefined behaviour).
+inline int wrap_add(int a, int b) {
+    return static_cast<int>(static_cast<unsigned>(a) + static_cast<unsigned>(b));
+}
 
 }  // namespace styleid

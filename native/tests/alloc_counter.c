@@ -15,10 +15,14 @@
  *                                        the allocation's backtrace outside this file, libc and libstdc++
  *                                        (operator new, std::string) lies in that library. Allocations
  *                                        inside OpenCV/OpenVINO/oneTBB calls it makes are not direct.
- *   long alloc_counter_outside_engine(void); allocations none of whose backtrace frames lies in a library
- *                                        whose file name starts with ALLOC_COUNTER_ENGINE (e.g. libopenvino:
- *                                        the inference engine, its plugins, and its oneTBB tasks, which always
- *                                        run through libopenvino): everything the engine does not make.
+ *   long alloc_counter_outside_engine(void); allocations the inference engine does not make on its own
+ *                                        (ALLOC_COUNTER_ENGINE = the engine's library file-name prefix, e.g.
+ *                                        libopenvino). An allocation is the engine's when its backtrace passes
+ *                                        through the engine's InferRequest::infer, or when it is on a thread
+ *                                        with no frame of the ALLOC_COUNTER_ATTRIBUTE library (an engine
+ *                                        worker) and has a frame in a <prefix>* library. Calls our code makes
+ *                                        into the engine's API outside infer() (tensor shapes, get_tensor,
+ *                                        set_tensor) count as outside, even where the plugin serves them.
  * With ALLOC_COUNTER_BACKTRACE=1 in the environment, each counted allocation also prints its size
  * and a backtrace to stderr (backtrace_symbols_fd, which does not allocate; one thread at a time) -
  * use it to find them.
@@ -54,6 +58,32 @@ static int runtime_frame(const char *name) {
            strstr(name, "libgcc_s");
 }
 
+/* Per-thread cache of what a return address is (dladdr is slow and the engine test looks at every frame of every
+ * allocation): bit 1 = in an engine library, bit 2 = in the ALLOC_COUNTER_ATTRIBUTE library, bit 4 = in the
+ * engine's InferRequest::infer. Direct-mapped, no heap. */
+enum { kCacheSize = 4096 };
+static __thread void *t_cache_key[kCacheSize];
+static __thread unsigned char t_cache_val[kCacheSize];
+
+static unsigned classify(void *addr) {
+    size_t slot = ((size_t)addr >> 4) % kCacheSize;
+    if (t_cache_key[slot] == addr) return t_cache_val[slot];
+    unsigned v = 0;
+    Dl_info info;
+    if (dladdr(addr, &info) && info.dli_fname) {
+        const char *base = strrchr(info.dli_fname, '/');
+        base = base ? base + 1 : info.dli_fname;
+        if (strncmp(base, g_engine, strlen(g_engine)) == 0) {
+            v |= 1;
+            if (info.dli_sname && strstr(info.dli_sname, "InferRequest5infer")) v |= 4;
+        }
+        if (g_attribute && strstr(info.dli_fname, g_attribute)) v |= 2;
+    }
+    t_cache_key[slot] = addr;
+    t_cache_val[slot] = (unsigned char)v;
+    return v;
+}
+
 static void note(size_t size, const char *what) {
     if (!atomic_load_explicit(&g_on, memory_order_relaxed)) return;
     atomic_fetch_add_explicit(&g_count, 1, memory_order_relaxed);
@@ -74,13 +104,14 @@ static void note(size_t size, const char *what) {
     }
     int engine = 0;
     if (g_engine) {
+        int in_engine_lib = 0, caller = 0;
         for (int i = 1; i < depth && !engine; ++i) {
-            Dl_info info;
-            if (!dladdr(frames[i], &info) || !info.dli_fname) continue;
-            const char *base = strrchr(info.dli_fname, '/');
-            base = base ? base + 1 : info.dli_fname;
-            engine = strncmp(base, g_engine, strlen(g_engine)) == 0;
+            const unsigned v = classify(frames[i]);
+            in_engine_lib |= v & 1;
+            caller |= (v >> 1) & 1;
+            engine = (v >> 2) & 1;
         }
+        if (!engine && in_engine_lib && !caller) engine = 1;  /* an engine worker thread */
         if (!engine) atomic_fetch_add_explicit(&g_outside, 1, memory_order_relaxed);
     }
     if (g_trace) {

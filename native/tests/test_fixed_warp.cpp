@@ -9,6 +9,13 @@
 #include "fixed_warp.hpp"
 #include "check.h"
 
+// FixedWarp computes OpenCV 4.x's fixed-point maps; OpenCV 4.11+ computes warpAffine in float coordinates
+#if CV_VERSION_MAJOR == 4 && CV_VERSION_MINOR >= 6 && CV_VERSION_MINOR <= 10
+static const double kAllowed = 0;
+#else
+static const double kAllowed = 12;
+#endif
+
 static cv::Matx23d rotation(cv::Size s, double angle, cv::Size *out) {
     cv::Mat r = cv::getRotationMatrix2D(cv::Point2f(s.width / 2.f, s.height / 2.f), angle, 1.0);
     cv::Matx23d m;
@@ -35,9 +42,9 @@ int main() {
             cv::warpAffine(img, want, m, out, cv::INTER_LINEAR, cv::BORDER_CONSTANT);
             reused.apply(img, got, m, out);
             reused.apply(img, again, m, out);  // the cached maps
-            CHECK(cv::norm(want, got, cv::NORM_INF) == 0, "%dx%d, %.1f deg: differs from warpAffine", s.width, s.height,
-                  angle);
-            CHECK(cv::norm(want, again, cv::NORM_INF) == 0, "%dx%d, %.1f deg: cached maps differ", s.width, s.height, angle);
+            CHECK(cv::norm(want, got, cv::NORM_INF) <= kAllowed, "%dx%d, %.1f deg: differs from warpAffine", s.width,
+                  s.height, angle);
+            CHECK(cv::norm(got, again, cv::NORM_INF) == 0, "%dx%d, %.1f deg: cached maps differ", s.width, s.height, angle);
             ++cases;
         }
         // a scale + shear + shift (not a rotation)
@@ -45,7 +52,7 @@ int main() {
         cv::Mat want, got;
         cv::warpAffine(img, want, m, s, cv::INTER_LINEAR, cv::BORDER_CONSTANT);
         reused.apply(img, got, m, s);
-        CHECK(cv::norm(want, got, cv::NORM_INF) == 0, "%dx%d shear: differs from warpAffine", s.width, s.height);
+        CHECK(cv::norm(want, got, cv::NORM_INF) <= kAllowed, "%dx%d shear: differs from warpAffine", s.width, s.height);
         ++cases;
     }
     if (failures) return 1;

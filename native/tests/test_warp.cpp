@@ -41,6 +41,8 @@ int main() {
         cv::Matx23d(2.7, 0.4, -40, -0.4, 2.7, -30),          // enlarge (crop -> frame)
         cv::Matx23d(0.31, -0.05, 2, 0.05, 0.31, 1),          // shrink (frame -> crop)
         cv::Matx23d(1, 0, -500, 0, 1, -500),                 // wholly outside
+        cv::Matx23d(1, 0, -2097150, 0, 1, 3.5),              // millions of px away: coordinates wrap as OpenCV's
+        cv::Matx23d(1e-3, 0, 4e6, 0, 1e-3, -4e6),            // (no signed overflow under UBSan)
     };
     for (int i = 0; i < 6; ++i) {  // random rotations, scales, shifts
         const double a = rng.uniform(-3.2, 3.2), s = rng.uniform(0.3, 3.0);
