@@ -209,13 +209,13 @@ void OvModel::infer() {
 }
 
 TensorView OvModel::output(size_t i) {
-    ov::Tensor t = current_->request.get_tensor(current_->out_ports.at(i));
+    Variant &var = *current_;
+    ov::Tensor t = var.request.get_tensor(var.out_ports.at(i));
     if (t.get_element_type() != ov::element::f32)
         throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(i) + " is not float32; re-export the pack");
-    Variant &var = *current_;
     if (!var.out_valid) {  // output shapes follow the input shapes: read them once per new input shape
         for (size_t k = 0; k < outputs_.size(); ++k)
-            if (!from_ov(current_->request.get_tensor(var.out_ports[k]).get_shape(), var.out_dims[k]))
+            if (!from_ov(var.request.get_tensor(var.out_ports[k]).get_shape(), var.out_dims[k]))
                 throw Error(STYLEID_EDGE_ERR_MODEL, path_ + ": output " + outputs_.at(k) + " has rank > 8");
         var.out_valid = true;
     }

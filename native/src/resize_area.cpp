@@ -28,12 +28,11 @@ void AreaResizer::Axis::build(int src_len, int dst_len) {
     start[dst_len] = static_cast<int>(index.size());
 }
 
-namespace {
-
 template <typename T, int CN>
-void area_rows(const cv::Mat &src, cv::Mat &dst, const std::vector<int> &xs, const std::vector<int> &xi,
-               const std::vector<float> &xw, const std::vector<int> &ys, const std::vector<int> &yi,
-               const std::vector<float> &yw, std::vector<float> &row, std::vector<float> &acc) {
+void AreaResizer::rows(const cv::Mat &src, cv::Mat &dst) {
+    const std::vector<int> &xs = x_.start, &xi = x_.index, &ys = y_.start, &yi = y_.index;
+    const std::vector<float> &xw = x_.weight, &yw = y_.weight;
+    std::vector<float> &row = row_, &acc = acc_;
     const int dw = dst.cols;
     int cached = -1;  // the source row `row` holds: a row on the boundary of two output rows is resized once
     for (int dy = 0; dy < dst.rows; ++dy) {
@@ -56,17 +55,10 @@ void area_rows(const cv::Mat &src, cv::Mat &dst, const std::vector<int> &xs, con
         }
         T *d = dst.ptr<T>(dy);
         for (int i = 0; i < dw * CN; ++i) {
-            if constexpr (std::is_same_v<T, uint8_t>) {
-                const long v = std::lrint(acc[i]);  // cv::saturate_cast<uchar>: round half to even, clamp
-                d[i] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
-            } else {
-                d[i] = acc[i];
-            }
+            d[i] = cv::saturate_cast<T>(acc[i]);  // uint8: round half to even, clamp (as cv::resize)
         }
     }
 }
-
-}  // namespace
 
 void AreaResizer::resize(const cv::Mat &src, cv::Mat &dst, cv::Size size) {
     const int t = src.type();
@@ -91,12 +83,7 @@ void AreaResizer::resize(const cv::Mat &src, cv::Mat &dst, cv::Size size) {
                     const uint8_t *row = src.ptr<uint8_t>(k * y + r) + x0;
                     for (int c = 0; c < k; ++c) sum += row[c * cn];
                 }
-                if (k == 2) {
-                    d[i] = static_cast<uint8_t>((sum + 2) >> 2);
-                } else {
-                    const long v = std::lrint(static_cast<float>(sum) * scale);
-                    d[i] = static_cast<uint8_t>(v > 255 ? 255 : v);
-                }
+                d[i] = k == 2 ? static_cast<uint8_t>((sum + 2) >> 2) : cv::saturate_cast<uint8_t>(static_cast<float>(sum) * scale);
             }
         }
         return;
@@ -107,9 +94,9 @@ void AreaResizer::resize(const cv::Mat &src, cv::Mat &dst, cv::Size size) {
     row_.resize(static_cast<size_t>(size.width) * cn);
     acc_.resize(static_cast<size_t>(size.width) * cn);
     switch (t) {
-        case CV_8UC1: area_rows<uint8_t, 1>(src, dst, x_.start, x_.index, x_.weight, y_.start, y_.index, y_.weight, row_, acc_); break;
-        case CV_8UC3: area_rows<uint8_t, 3>(src, dst, x_.start, x_.index, x_.weight, y_.start, y_.index, y_.weight, row_, acc_); break;
-        default: area_rows<float, 1>(src, dst, x_.start, x_.index, x_.weight, y_.start, y_.index, y_.weight, row_, acc_); break;
+        case CV_8UC1: rows<uint8_t, 1>(src, dst); break;
+        case CV_8UC3: rows<uint8_t, 3>(src, dst); break;
+        default: rows<float, 1>(src, dst); break;
     }
 }
 

@@ -23,6 +23,9 @@ private:
         std::vector<float> weight;
         void build(int src_len, int dst_len);
     };
+    template <typename T, int CN>
+    void rows(const cv::Mat &src, cv::Mat &dst);  // the separable sums over x_ and y_
+
     Axis x_, y_;
     std::vector<float> row_, acc_;  // one horizontally resized source row; the output row being summed
 };

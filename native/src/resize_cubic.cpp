@@ -72,24 +72,23 @@ void CubicResizer::resize(const cv::Mat &src, cv::Mat &dst, cv::Size size) {
     for (int dy = 0; dy < dh; ++dy) {
         short beta[4];
         const int sy0 = taps(dy, scale_y, beta);
-        int idx[4];
+        int sy[4], idx[4];
         for (int k = 0; k < 4; ++k) {  // rows sy0 - 1 .. sy0 + 2 clamped; reuse rows already resized
-            const int sy = std::min(std::max(sy0 - 1 + k, 0), sh - 1);
+            sy[k] = std::min(std::max(sy0 - 1 + k, 0), sh - 1);
             idx[k] = -1;
             for (int j = 0; j < 4; ++j)
-                if (row_y_[j] == sy) idx[k] = j;
+                if (row_y_[j] == sy[k]) idx[k] = j;
         }
         for (int k = 0; k < 4; ++k) {
             if (idx[k] >= 0) continue;
-            const int sy = std::min(std::max(sy0 - 1 + k, 0), sh - 1);
             int slot = 0;  // a slot not used by this output row
             for (; slot < 4; ++slot) {
                 bool used = false;
                 for (int j = 0; j < 4; ++j) used = used || idx[j] == slot;
                 if (!used) break;
             }
-            hresize(sy, rows_[slot]);
-            row_y_[slot] = sy;
+            hresize(sy[k], rows_[slot]);
+            row_y_[slot] = sy[k];
             idx[k] = slot;
         }
         const int *S0 = rows_[idx[0]].data(), *S1 = rows_[idx[1]].data(), *S2 = rows_[idx[2]].data(),
@@ -101,13 +100,10 @@ void CubicResizer::resize(const cv::Mat &src, cv::Mat &dst, cv::Size size) {
             v = static_cast<float>(S2[x]) * b2 + v;
             v = static_cast<float>(S1[x]) * b1 + v;
             v = static_cast<float>(S0[x]) * b0 + v;
-            const long r = std::lrint(v);
-            d[x] = static_cast<uint8_t>(r < 0 ? 0 : (r > 255 ? 255 : r));
+            d[x] = cv::saturate_cast<uint8_t>(v);  // round half to even, clamp
         }
-        for (int x = simd_end; x < width; ++x) {
-            const int v = (S0[x] * beta[0] + S1[x] * beta[1] + S2[x] * beta[2] + S3[x] * beta[3] + (1 << 21)) >> 22;
-            d[x] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
-        }
+        for (int x = simd_end; x < width; ++x)
+            d[x] = cv::saturate_cast<uint8_t>((S0[x] * beta[0] + S1[x] * beta[1] + S2[x] * beta[2] + S3[x] * beta[3] + (1 << 21)) >> 22);
     }
 }
 

@@ -63,8 +63,7 @@ struct Sampler {
     size_t step;  // elements per source row
     int w, h;
     Border border;
-
-    const WeightTables &tab = tables();
+    const WeightTables &tab;
 
     inline T mix(T v0, T v1, T v2, T v3, int a) const {
         if constexpr (std::is_same_v<T, uint8_t>) {
@@ -113,6 +112,13 @@ struct RowCoords {
           m10(M(1, 0)) {}
     int X(int x) const { return wrap_add(X0, cv::saturate_cast<int>(m00 * x * kAbScale)); }
     int Y(int x) const { return wrap_add(Y0, cv::saturate_cast<int>(m10 * x * kAbScale)); }
+    // bilinear (row made with kRoundLinear): integer source pixel and 1/32 px weight-table index of column x
+    void linear(int x, short &sx, short &sy, int &a) const {
+        const int X = this->X(x) >> (kAbBits - kInterBits), Y = this->Y(x) >> (kAbBits - kInterBits);
+        sx = cv::saturate_cast<short>(X >> kInterBits);
+        sy = cv::saturate_cast<short>(Y >> kInterBits);
+        a = (Y & (kTab - 1)) * kTab + (X & (kTab - 1));
+    }
 };
 
 void check_source(const cv::Mat &src, const char *what) {
@@ -129,9 +135,10 @@ void warp_rows(const cv::Mat &src, cv::Mat &dst, const cv::Matx23d &M, Border bo
         const RowCoords row(M, y, kRoundLinear);
         T *d = dst.ptr<T>(y);
         for (int x = 0; x < dst.cols; ++x, d += CN) {
-            const int X = row.X(x) >> (kAbBits - kInterBits), Y = row.Y(x) >> (kAbBits - kInterBits);
-            sample(cv::saturate_cast<short>(X >> kInterBits), cv::saturate_cast<short>(Y >> kInterBits),
-                   (Y & (kTab - 1)) * kTab + (X & (kTab - 1)), d);
+            short sx, sy;
+            int a;
+            row.linear(x, sx, sy, a);
+            sample(sx, sy, a, d);
         }
     }
 }
@@ -186,10 +193,9 @@ void warp_affine_maps(const cv::Matx23d &m, cv::Size size, cv::Mat &map_xy, cv::
         short *xy = map_xy.ptr<short>(y);
         ushort *a = map_a.ptr<ushort>(y);
         for (int x = 0; x < size.width; ++x) {
-            const int X = row.X(x) >> (kAbBits - kInterBits), Y = row.Y(x) >> (kAbBits - kInterBits);
-            xy[2 * x] = cv::saturate_cast<short>(X >> kInterBits);
-            xy[2 * x + 1] = cv::saturate_cast<short>(Y >> kInterBits);
-            a[x] = static_cast<ushort>((Y & (kTab - 1)) * kTab + (X & (kTab - 1)));
+            int index;
+            row.linear(x, xy[2 * x], xy[2 * x + 1], index);
+            a[x] = static_cast<ushort>(index);
         }
     }
 }
