@@ -76,7 +76,7 @@ def write_clip(path: Path, frames: int = 6, size: tuple[int, int] = (640, 480), 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write MJPG here")
-    x0, y0 = (width - photo_width) // 2 if width > photo_width else 0, (height - image.shape[0]) // 2 if height > image.shape[0] else 0
+    x0, y0 = max(0, (width - photo_width) // 2), max(0, (height - image.shape[0]) // 2)  # centred
     for i in range(frames):
         frame = canvas.copy()
         m = np.float32([[1, 0, x0 + 3 * i], [0, 1, y0]])
@@ -99,18 +99,17 @@ def main() -> None:
         write_detector(args.out)
         log.info("wrote %s", args.out)
         return
+    ready = args.out / "READY"
+    reuse = args.reuse and ready.is_file()
+    if not reuse:
+        pack = write_pack(args.out / "pack", args.resolution, args.channel_multiplier)
+        write_detector(pack / "detector.onnx")
+        write_clip(args.out / "clip.avi")
     wide = args.out / "clip_wide.avi"  # larger than the detector's working size, with a small face
-    if args.reuse and (args.out / "READY").is_file():
-        if not wide.is_file():
-            write_clip(wide, size=(1000, 600), photo_width=200)
-        log.info("%s is ready", args.out)
-        return
-    pack = write_pack(args.out / "pack", args.resolution, args.channel_multiplier)
-    write_detector(pack / "detector.onnx")
-    write_clip(args.out / "clip.avi")
-    write_clip(wide, size=(1000, 600), photo_width=200)
-    (args.out / "READY").write_text("ok\n")
-    log.info("wrote %s", pack)
+    if not (reuse and wide.is_file()):  # also added to asset folders made before it existed
+        write_clip(wide, size=(1000, 600), photo_width=200)
+    ready.write_text("ok\n")
+    log.info("%s is ready" if reuse else "wrote %s", args.out)
 
 
 if __name__ == "__main__":
