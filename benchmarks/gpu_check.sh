@@ -4,7 +4,7 @@
 # with PYTHONPATH=. (the package need not be installed). Without PyAV the video stages are skipped (noted in
 # the JSON); without the YuNet model the detect stage is skipped and faces are placed at known landmarks.
 #
-#   bash benchmarks/gpu_check.sh            # about 6 minutes on an H100
+#   bash benchmarks/gpu_check.sh            # about 6-7 minutes on an H100
 #   OUT=/tmp/res bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -85,7 +85,15 @@ for RES in $SIZES; do
   cat "$OUT/bench_${DEVICE}_${RES}.txt" | grep -v "^WARNING" | tail -n 30
 done
 
-# 3. variants at 1024 px when time allows: the session-4 form (transposed conv + FIR blur, NCHW encoder),
+# 3. where the time goes: kernel profile of the synthesis and the encoder at the largest size, batch 8
+#    (the torch backend as bench runs it, without CUDA graphs so the profiler sees every kernel)
+log "profile $BIG batch 8 (kernels by category)"
+timeout 150 "$PY" benchmarks/gpu_profile.py --pack "$PACKS/$BIG" --device "$DEVICE" --batch 8 \
+    --out "$OUT/profile_${DEVICE}_${BIG}.json" > "$OUT/profile_${DEVICE}_${BIG}.txt" 2>&1
+echo "profile $BIG exit $?" | tee -a "$OUT/summary.txt"
+grep -A8 '"categories_ms_per_face"' "$OUT/profile_${DEVICE}_${BIG}.json" | head -n 24
+
+# 4. variants at 1024 px when time allows: the session-4 form (transposed conv + FIR blur, NCHW encoder),
 #    and fp32 (CUDA graphs, TF32 off)
 if [ "$(elapsed)" -lt 330 ]; then
   log "bench $BIG polyphase_up=0 channels_last=0 (no baseline)"

@@ -67,6 +67,23 @@ def test_profile_shapes_per_role_of_the_pack(tiny_pack):
         BuildConfig(max_batch=4, opt_batch=8)
 
 
+def test_backend_options_from_the_cli_keep_numbers_so_the_cache_key_matches_the_export(tiny_pack):
+    from styleid_edge.runtime.backends import parse_backend_options
+
+    # "--backend-option max_batch=1" parses to True: the profile (and so the cache key) must still say 1
+    raw = parse_backend_options(["max_batch=1", "min_batch=1", "opt_batch=1", "workspace_gb=1", "fp16=1"])
+    assert raw["max_batch"] is True
+    cfg = BuildConfig.from_backend_options(raw)
+    exported = BuildConfig(max_batch=1, min_batch=1, opt_batch=1, workspace_gb=1.0, fp16=True)
+    for field in ("max_batch", "min_batch", "opt_batch"):
+        assert type(getattr(cfg, field)) is int and getattr(cfg, field) == 1
+    assert type(cfg.workspace_gb) is float
+    assert role_profile(tiny_pack, "synthesis", cfg) == role_profile(tiny_pack, "synthesis", exported)
+    key = {"gpu": H100, "trt_version": "10.13.0", "onnx_sha256": "a" * 64, "precision": {"fp16": True}}
+    assert cache_key(**key, profile=role_profile(tiny_pack, "synthesis", cfg)) == \
+        cache_key(**key, profile=role_profile(tiny_pack, "synthesis", exported))
+
+
 def test_engine_cache_builds_once_then_loads(tmp_path, caplog):
     calls = []
 

@@ -106,6 +106,14 @@ class BuildConfig:
         kw = {k: v for k, v in options.items() if k in names and k != "roles"}
         if "calib_data" in kw and kw["calib_data"]:
             kw["calib_data"] = Path(str(kw["calib_data"]))
+        # --backend-option parses "1"/"0" as True/False: back to numbers, or the profile in the cache key
+        # would read [true, ...] instead of [1, ...] and miss the engine `export tensorrt` built
+        for k in ("min_batch", "opt_batch", "max_batch", "device_id", "builder_optimization_level",
+                  "calib_synthetic", "calib_batch"):
+            if kw.get(k) is not None:
+                kw[k] = int(kw[k])
+        if kw.get("workspace_gb") is not None:
+            kw["workspace_gb"] = float(kw["workspace_gb"])
         return cls(**kw)
 
     @property
@@ -163,7 +171,7 @@ def cudart() -> Any:
 def cuda_check(result: Any, what: str) -> Any:
     """Unpack a cuda-python ``(err, *values)`` tuple, raising on an error."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
+    if int(getattr(err, "value", err)) != 0:  # cudaError_t: IntEnum / FastEnum (12.x, 13.x), plain Enum (11.x)
         raise TensorRTError(f"CUDA {what} failed: {err}")
     return values[0] if len(values) == 1 else (tuple(values) if values else None)
 
@@ -500,6 +508,8 @@ def engine_for(pack: ModelPack, role: str, config: BuildConfig, *, trt: Any = No
     key = cache_key(gpu, version, onnx_sha, plan, profile)
     cache = config.cache
     timing = cache / timing_cache_name(gpu, version)
+    if config.device_id:  # TensorRT builds and deserializes on the current CUDA device: make it the one keyed
+        cuda_check(cudart().cudaSetDevice(int(config.device_id)), "cudaSetDevice")
 
     def build(engine_path: Path) -> bytes:
         if major >= 11:  # strongly typed: precision comes from the ONNX

@@ -36,11 +36,18 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
 
     records = export_tensorrt(pack, config, progress)
     built = sum(r.status == "built" for r in records)
+    # every option that enters the engine cache key, so the runtime finds these engines instead of rebuilding
+    keyed = {"fp16": 1 if config.fp16 else None, "int8": 1 if config.int8 else None,
+             "cache_dir": config.cache_dir, "max_batch": config.max_batch if config.max_batch != 8 else None,
+             "min_batch": config.min_batch if config.min_batch != 1 else None,
+             "opt_batch": config.opt_batch if args.opt_batch is not None else None,
+             "calib_data": config.calib_data if config.int8 else None,
+             "calib_synthetic": (config.calib_synthetic if config.int8 and not config.calib_data
+                                 and config.calib_synthetic != 32 else None),
+             "device_id": config.device_id or None}
     print(f"{len(records)} engines: {built} built, {len(records) - built} loaded from cache. "
           f"Run with: styleid-edge anonymize ... --backend tensorrt"
-          f"{' --backend-option fp16=1' if config.fp16 else ''}{' --backend-option int8=1' if config.int8 else ''}"
-          f"{f' --backend-option cache_dir={config.cache_dir}' if config.cache_dir else ''}"
-          f"{f' --backend-option max_batch={config.max_batch}' if config.max_batch != 8 else ''}")
+          + "".join(f" --backend-option {k}={v}" for k, v in keyed.items() if v is not None))
     return 0
 
 

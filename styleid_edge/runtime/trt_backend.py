@@ -86,6 +86,7 @@ class TensorRTRunner:
                  precision: str = ""):
         self.path = Path(engine_path)
         self.trt = trt
+        self.buffers = CudaBuffers(device_id)  # cudaSetDevice first: the engine loads onto the current device
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
@@ -101,7 +102,6 @@ class TensorRTRunner:
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         # profile 0: (min, opt, max) per input; the batch (dim 0) upper bound splits larger batches
         self.max_batch = min(int(self.engine.get_tensor_profile_shape(n, 0)[2][0]) for n in self.input_names)
-        self.buffers = CudaBuffers(device_id)
         self.provider = f"TensorRT {trt.__version__}{' ' + precision if precision else ''}"
         self.label = label or self.path.name
 
