@@ -483,7 +483,9 @@ def build_serialized(trt: Any, onnx_path: Path, profile: dict[str, tuple], confi
         raise TensorRTError(f"{onnx_path.name}: TensorRT failed to build the engine (see its log above); try a "
                             "larger --workspace-gb or a smaller --max-batch")
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    timing_cache.write_bytes(bytes(memoryview(cfg.get_timing_cache().serialize())))
+    tmp = timing_cache.with_suffix(f".tmp{os.getpid()}")  # atomic: a parallel build never reads half a file
+    tmp.write_bytes(bytes(memoryview(cfg.get_timing_cache().serialize())))
+    tmp.replace(timing_cache)
     return bytes(memoryview(serialized))
 
 

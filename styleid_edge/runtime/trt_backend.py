@@ -71,6 +71,9 @@ class CudaBuffers:
         for ptr, _ in self.ptrs.values():
             self.rt.cudaFree(ptr)
         self.ptrs.clear()
+        if self.stream is not None:
+            self.rt.cudaStreamDestroy(self.stream)
+            self.stream = None
 
     def __del__(self) -> None:  # best effort; the process exit frees device memory anyway
         try:
