@@ -103,9 +103,9 @@ def profile(path: Path, batch: int, threads: int, runs: int) -> dict:
             "kernel_ms_per_face": round(total, 2),
             "ops_ms_per_face": {k: round(v, 2) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
             "conv_nodes_matched": len(convs),
-            "conv_ms_per_face": round(conv_ms, 2), "conv_gmac_per_face": round(conv_gmac, 3),
+            "conv_ms_per_face": round(conv_ms, 2), "conv_gmac_per_face": round(conv_gmac, 6),
             "conv_gmac_per_s": round(conv_gmac / conv_ms * 1000.0, 1) if conv_ms else None,
-            "convs": sorted(({**c, "ms_per_face": round(c["ms_per_face"], 3), "gmac_per_face": round(c["gmac_per_face"], 4),
+            "convs": sorted(({**c, "ms_per_face": round(c["ms_per_face"], 3), "gmac_per_face": round(c["gmac_per_face"], 6),
                               "gmac_per_s": round(c["gmac_per_face"] / c["ms_per_face"] * 1000.0, 1)}
                              for c in convs), key=lambda c: -c["ms_per_face"])}
 
