@@ -84,6 +84,59 @@ def test_backend_options_from_the_cli_keep_numbers_so_the_cache_key_matches_the_
         cache_key(**key, profile=role_profile(tiny_pack, "synthesis", exported))
 
 
+def test_runner_splits_batches_above_the_profile_and_pads_those_below_it():
+    """TensorRTRunner's batching against a stand-in engine (profile batch 2..4) that doubles its input;
+    the TensorRT calls it makes are the real API's (set_input_shape, set_tensor_address, execute_async_v3)."""
+    from styleid_edge.runtime.trt_backend import TensorRTRunner
+
+    shapes_run = []
+
+    class Context:
+        def set_input_shape(self, name, shape):
+            self.shape = shape
+            shapes_run.append(shape[0])
+            return 2 <= shape[0] <= 4
+
+        def get_tensor_shape(self, name):
+            return self.shape
+
+        def set_tensor_address(self, name, ptr):
+            pass
+
+        def execute_async_v3(self, stream):
+            buffers.device["y"] = buffers.device["x"] * 2
+            return True
+
+    class Buffers:
+        stream, device = 0, {}
+
+        def upload(self, name, arr):
+            self.device[name] = arr.copy()
+            return 1
+
+        def ensure(self, name, nbytes):
+            return 2
+
+        def download(self, name, out):
+            out[...] = self.device[name]
+
+        def synchronize(self):
+            pass
+
+    buffers = Buffers()
+    runner = TensorRTRunner.__new__(TensorRTRunner)
+    runner.context, runner.buffers, runner.label = Context(), buffers, "stand-in"
+    runner.input_names, runner.output_names = ("x",), ("y",)
+    runner.dtypes = {"x": np.dtype(np.float32), "y": np.dtype(np.float32)}
+    runner.min_batch, runner.max_batch = 2, 4
+    x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    for n in (1, 2, 4, 5, 7):  # 1: padded; 5 = 4 + 1 (padded tail); 7 = 4 + 3
+        shapes_run.clear()
+        (out,) = runner.run(None, {"x": x[:n]})
+        assert out.shape == (n, 3) and np.array_equal(out, x[:n] * 2), n
+        assert all(2 <= b <= 4 for b in shapes_run), (n, shapes_run)
+
+
 def test_engine_cache_builds_once_then_loads(tmp_path, caplog):
     calls = []
 
@@ -176,6 +229,11 @@ def test_precision_plan_for_tensorrt_10_and_11(tiny_pack, tmp_path):
     qdq = _qdq_view(tiny_pack, tmp_path)
     assert precision_plan(qdq, "synthesis", int8, "11.4.0")["int8"] == "qdq"
     assert precision_plan(qdq, "synthesis", BuildConfig(), "10.13.0")["int8"] == "qdq"
+    # a QDQ pack whose encoder was left float: the error names the pack's INT8 models, not "make a QDQ pack"
+    with pytest.raises(TensorRTError, match=r"INT8 Q/DQ models are \['synthesis'\]; its encoder is float.*"
+                                            r"--roles encoder.*--roles encoder,synthesis"):
+        precision_plan(qdq, "encoder", int8, "11.4.0")
+    assert precision_plan(qdq, "encoder", int8, "10.13.0")["int8"] == "calibrator"  # 10.x calibrates it
 
 
 def test_calibration_batches_over_the_calibration_modules_data(tiny_pack):

@@ -275,6 +275,12 @@ def precision_plan(pack: ModelPack, role: str, config: BuildConfig, trt_version:
     if role in qdq_roles:
         plan["int8"] = "qdq"
     elif config.int8 and role in CALIBRATED_ROLES:
+        if major >= 11 and qdq_roles:  # a QDQ pack, but this role was left float when it was calibrated
+            raise TensorRTError(
+                f"{role}: this pack's INT8 Q/DQ models are {sorted(qdq_roles)}; its {role} is float, and TensorRT "
+                f"{trt_version} has no INT8 calibrator (removed in 11.x). Build the {role} engine without --int8 "
+                f"(styleid-edge export tensorrt --pack {pack.root} --roles {role}), or quantize it too: "
+                f"styleid-edge calibrate int8 --pack FLOAT_PACK --target tensorrt --roles {','.join(sorted(qdq_roles | {role}))}")
         if major >= 11:
             raise TensorRTError(
                 f"{role}: TensorRT {trt_version} has no INT8 calibrator (removed in 11.x; INT8 needs Q/DQ nodes in the "

@@ -105,6 +105,8 @@ class TensorRTRunner:
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         # profile 0: (min, opt, max) per input; the batch (dim 0) upper bound splits larger batches
         self.max_batch = min(int(self.engine.get_tensor_profile_shape(n, 0)[2][0]) for n in self.input_names)
+        # and its lower bound (export --min-batch): smaller batches are padded up to it
+        self.min_batch = max(int(self.engine.get_tensor_profile_shape(n, 0)[0][0]) for n in self.input_names)
         self.provider = f"TensorRT {trt.__version__}{' ' + precision if precision else ''}"
         self.label = label or self.path.name
 
@@ -125,6 +127,11 @@ class TensorRTRunner:
         return cls(rec.path, trt, config.device_id, f"{role} ({rec.path.name})", precision)
 
     def _run_batch(self, feeds: dict[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+        batch = len(next(iter(feeds.values())))
+        if batch < self.min_batch:  # repeat the last row up to the profile's minimum, drop the extra outputs
+            pad = self.min_batch - batch
+            feeds = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feeds.items()}
+            return [out[:batch] for out in self._run_batch(feeds, names)]
         for n in self.input_names:
             arr = np.ascontiguousarray(feeds[n], self.dtypes[n])
             if not self.context.set_input_shape(n, tuple(arr.shape)):
