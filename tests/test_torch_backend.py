@@ -67,6 +67,20 @@ def test_recognizer_is_refused_with_a_clear_error(tiny_pack):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the error path cannot be shown")
+@pytest.mark.parametrize("role, options", [
+    ("synthesis", {"polyphase_up": True, "channels_last": "synthesis"}),  # gpu_check's "nhwc" variant's form
+    ("encoder", {"channels_last": "encoder"}),
+], ids=["nhwc-polyphase-synthesis", "nhwc-encoder"])
+def test_cpu_fp32_nhwc_forms_match_onnxruntime(tiny_pack, role, options):
+    feeds = _feeds(tiny_pack, role)
+    expected = make_runner(tiny_pack.model_path(role), role).run(None, feeds)[0]
+    runner = make_runner(tiny_pack.model_path(role), role,
+                         SessionOptions(backend="torch", backend_options={"device": "cpu", **options}))
+    got = runner.run(None, feeds)[0]
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4 * scale)
+
+
 def test_cuda_requested_without_a_gpu_is_an_error_not_a_cpu_fallback(tiny_pack):
     with pytest.raises(BackendUnavailableError, match="device=cuda.*device=cpu"):
         make_runner(tiny_pack.model_path("synthesis"), "synthesis", SessionOptions(backend="torch"))
