@@ -23,6 +23,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                         else "%(levelname)s: %(message)s")
 
 
+def _number_in(kind: type, low: float, high: float, low_open: bool = False):
+    """argparse type: a number of ``kind`` in [low, high] (or (low, high] with ``low_open``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
+        if value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if low_open else '['}{low:g}, {high:g}]")
+        return value
+    return parse
+
+
 # --- export -------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     try:
@@ -99,13 +112,21 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     summary = report.to_dict()
     if not args.quiet:
         fb = ", ".join(f"{k}: {v}" for k, v in summary["fallbacks"].items()) or "none"
-        print(f"{summary['frames']} frames, {summary['faces']} faces ({summary['tracks']} tracks) anonymized by "
-              f"{summary['faces_by_method']}; fallbacks: {fb}")
-        for note in summary["notes"]:
+        by = ", ".join(f"{k}: {v}" for k, v in summary["faces_by_method"].items()) or "none"
+        print(f"{summary['frames']} frames, {summary['faces']} faces ({summary['tracks']} tracks) anonymized "
+              f"({by}); fallbacks: {fb}")
+        for note in summary["notes"]:  # logged as warnings when they arose; repeated under the result
             print(f"NOTE: {note}")
         if args.report:
             print(f"report: {args.report}")
-    return 1 if summary["errors"] and not summary["frames"] else 0
+    if summary["errors_total"]:
+        shown = summary["errors"][:3]
+        more = summary["errors_total"] - len(shown)
+        print(f"WARNING: {summary['errors_total']} error(s) during the run; the output may be incomplete: "
+              + " | ".join(shown) + (f" (and {more} more{', see the report' if args.report else ''})" if more else ""),
+              file=sys.stderr)
+        return 1 if not summary["frames"] else 3
+    return 0
 
 
 # --- donors -------------------------------------------------------------------------------
@@ -163,22 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strength", type=float, help="privacy knob in (0,1]: share of identity channels swapped "
                                                   "(latent); default: the pack's calibrated value")
     a.add_argument("--target", help="image of a face to anonymize toward (instead of random identities)")
-    a.add_argument("--seed", type=int, default=0, help="seed of the pseudo-identities (one per tracked person)")
-    a.add_argument("--detector", default=None, help="yunet, centerface, retinaface, or a SCRFD .onnx path")
-    a.add_argument("--thresh", type=float, help="detection score threshold")
-    a.add_argument("--weak-thresh", type=float,
+    a.add_argument("--seed", type=int, default=0,
+                   help="seed of the pseudo-identities (one per tracked person; default 0)")
+    a.add_argument("--detector", default=None,
+                   help="yunet (default), centerface, retinaface, or a SCRFD .onnx path")
+    a.add_argument("--thresh", type=_number_in(float, 0.0, 1.0, low_open=True),
+                   help="detection score threshold in (0,1]; lower finds more faces (default: 0.5, centerface 0.3)")
+    a.add_argument("--weak-thresh", type=_number_in(float, 0.0, 1.0),
                    help="faces scoring from this up to --thresh only continue a tracked face, never start one "
                         "(default 0.3; 0 turns it off)")
-    a.add_argument("--min-face", type=int, default=24, help="faces smaller than this (px) are pixelated")
+    a.add_argument("--min-face", type=_number_in(int, 0, 1 << 20), default=24,
+                   help="faces smaller than this (px) are pixelated (default 24)")
     a.add_argument("--donors", help="donor bank file for --method donor")
     a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
     add_backend_arguments(a)
     from .runtime.archive import register_archive_args
 
     register_archive_args(a)
-    a.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, 18 ~ visually lossless)")
-    a.add_argument("--report", help="write a JSON report of every face and fallback here")
-    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.add_argument("--crf", type=_number_in(int, 0, 51), default=18,
+                   help="H.264 quality, 0-51 (lower = better and larger; default 18, about visually lossless)")
+    a.add_argument("--report", help="write a JSON report here: faces per method, fallbacks and errors per run and "
+                                    "per input file, the model providers, timings")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, no summary (warnings and errors still print)")
     a.set_defaults(func=cmd_anonymize)
 
     e = sub.add_parser("export", help="turn checkpoints into a model pack (needs the export extra); "

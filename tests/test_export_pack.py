@@ -129,3 +129,12 @@ def test_export_into_a_new_nested_folder(tmp_path):
     assert code == 0
     assert ModelPack.load(tmp_path / "packs" / "demo").manifest.synthetic
     assert [p.name for p in (tmp_path / "packs").iterdir()] == ["demo"]  # no staging leftovers
+
+
+def test_pack_folder_is_readable_by_other_users_as_the_umask_allows(tiny_pack):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    # staged with mkdtemp (owner-only) and renamed into place: the final folder follows the umask
+    assert tiny_pack.root.stat().st_mode & 0o777 == 0o777 & ~umask

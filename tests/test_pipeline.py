@@ -175,6 +175,108 @@ def test_corrupt_middle_is_processed_and_reported(tmp_path, tiny_pack):
     assert probe(out).frame_count == entry["frames_out"]
 
 
+def test_cut_off_inputs_exit_codes_and_reports(tmp_path, tiny_pack, capsys):
+    """A file cut in the middle: the decodable frames are written and the run exits 3 (done, with errors),
+    the first error printed; cut inside the header: exit 2, a clear message, nothing written."""
+    clip = media.moving_faces_clip(n_frames=30, size=(320, 240), path=tmp_path / "in.mp4", seed=3)
+    data = clip.path.read_bytes()
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: len(data) * 6 // 10])
+    out, report = tmp_path / "half_out.mp4", tmp_path / "half.json"
+    code = cli_main(["anonymize", str(half), "-o", str(out), "--pack", str(tiny_pack.root), "--method", "pixelate",
+                     "--report", str(report), "-q"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "error(s) during the run" in err and "half.mp4" in err
+    d = json.loads(report.read_text())
+    entry = d["inputs"][0]
+    assert 0 < entry["frames_out"] < 30 and probe(out).frame_count == entry["frames_out"]
+    assert d["errors_total"] >= 1 and entry["read_errors"] and " at None" not in entry["read_errors"][0]
+
+    head = tmp_path / "head.mp4"
+    head.write_bytes(data[:2000])
+    out2 = tmp_path / "head_out.mp4"
+    assert cli_main(["anonymize", str(head), "-o", str(out2), "--method", "pixelate", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "head.mp4" in err and ("no frame could be decoded" in err or "cannot" in err), err
+    assert "Errno" not in err and not out2.exists()
+    assert not list(tmp_path.glob(".head_out*")) and not list(tmp_path.glob("head_out.partial*"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--thresh", "7"], "--thresh: 7 is outside (0, 1]"),
+    (["--thresh", "0"], "--thresh: 0 is outside (0, 1]"),
+    (["--crf", "-5"], "--crf: -5 is outside [0, 51]"),
+    (["--crf", "99"], "--crf: 99 is outside [0, 51]"),
+    (["--min-face", "-3"], "--min-face: -3 is outside"),
+    (["--weak-thresh", "x"], "--weak-thresh: 'x' is not a number"),
+])
+def test_out_of_range_flags_are_refused(tmp_path, capsys, argv, message):
+    src = PHOTOS / "obama.jpg"
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["anonymize", str(src), "-o", str(tmp_path / "o.jpg"), *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_a_styleid_method_without_a_pack_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("STYLEID_EDGE_PACK", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "empty"))
+    out = tmp_path / "o.jpg"
+    assert cli_main(["anonymize", str(PHOTOS / "obama.jpg"), "-o", str(out), "--method", "latent", "-q"]) == 2
+    assert "--method latent needs a model pack" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_no_face_found_is_said_and_the_report_names_every_provider(tmp_path, tiny_pack):
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
+    report = anonymize_path(blank, tmp_path / "wall_out.png", AnonymizerConfig(), pack=tiny_pack.root,
+                            options=JobOptions(quiet=True))
+    d = report.to_dict()
+    assert d["frames"] == 1 and d["faces"] == 0
+    assert any("no face was found in 1 frame" in n for n in d["notes"])
+    assert d["providers"]["detector (yunet)"] == "CPUExecutionProvider"
+    assert d["providers"]["verifier (sface)"] == "CPUExecutionProvider"  # and each pack model that ran
+    assert all(v for v in d["providers"].values())
+    assert cv2.imread(str(tmp_path / "wall_out.png")).mean() == pytest.approx(128, abs=1)
+
+
+def test_avi_output_keeps_frame_rate_and_count(tmp_path, tiny_pack):
+    clip = media.moving_faces_clip(n_frames=10, size=(320, 240), path=tmp_path / "in.mp4", seed=4)
+    out = tmp_path / "out.avi"
+    anonymize_path(clip.path, out, AnonymizerConfig(method="pixelate"), pack=tiny_pack.root,
+                   options=JobOptions(quiet=True))
+    info = probe(out)
+    assert info.fps == Fraction(25) and info.frame_count == 10
+    assert len(decode_frames(out)) == 10
+
+
+def test_interrupted_run_is_marked_in_the_report(tmp_path, tiny_pack, monkeypatch):
+    clip = media.moving_faces_clip(n_frames=20, size=(320, 240), path=tmp_path / "in.mp4", seed=5)
+    calls = {"n": 0}
+    real = Anonymizer.process
+
+    def process_then_interrupt(self, image):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(self, image)
+
+    monkeypatch.setattr(Anonymizer, "process", process_then_interrupt)
+    report_path = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        anonymize_path(clip.path, tmp_path / "out.mp4", AnonymizerConfig(method="pixelate"), pack=tiny_pack.root,
+                       options=JobOptions(quiet=True, report=report_path))
+    d = json.loads(report_path.read_text())
+    assert d["interrupted"] is True and d["frames"] == 7
+    entry = d["inputs"][0]
+    assert entry["interrupted"] and entry["partial_output"].endswith("out.partial.mp4")
+    assert probe(tmp_path / "out.partial.mp4").frame_count == entry["frames_out"] > 0
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_rotated_video_detected_upright_and_metadata_kept(tmp_path, tiny_pack, sface, yunet):
     """A phone clip stored sideways with rotation metadata: faces are found upright and replaced."""
     clip = media.moving_faces_clip(n_frames=6, size=(480, 272), photos=("obama.jpg",), seed=0,

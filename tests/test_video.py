@@ -559,18 +559,32 @@ def test_run_threaded_memory_is_bounded() -> None:
     assert 4 <= stats.max_in_flight <= 2 * 4 + 3
 
 
-def test_progress_counts_frames_and_faces(capsys) -> None:
+def test_progress_counts_frames_and_faces(capsys, caplog, monkeypatch) -> None:
     with Progress(total=20, quiet=True) as bar:
         stats = run_threaded(synthetic_frames(20), lambda f: f.image, ListSink(), progress=bar)
         bar.update(frames=0, faces=7)
     assert bar.frames == stats.frames_out == 20 and bar.faces == 7
     assert capsys.readouterr().err == ""  # quiet: nothing drawn
 
+    import sys
+
+    # on a terminal: the tqdm bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     with Progress(total=3, quiet=False, desc="test") as bar:
         for _ in range(3):
             bar.update(frames=1, faces=2)
     err = capsys.readouterr().err
     assert "test" in err and "3/3" in err and "faces/s" in err
+
+    # not a terminal (a log file, a service): no bar, a logged progress line every log_interval and at the end
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level(logging.INFO, logger="styleid_edge.runtime.frame_pipeline"):
+        with Progress(total=4, quiet=False, desc="cam", log_interval=0.0) as bar:
+            for _ in range(4):
+                bar.update(frames=1, faces=1)
+    assert "\r" not in capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "styleid_edge.runtime.frame_pipeline"]
+    assert len(lines) == 5 and lines[-1].startswith("cam: 4/4 frames in") and "faces/s" in lines[-1], lines
 
 
 # ---------------------------------------------------------------------------------------------

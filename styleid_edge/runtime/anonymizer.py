@@ -126,13 +126,11 @@ class Anonymizer:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         self.report.requested_method = config.method
-        if method in ("latent", "pixel", "swapper") and pack is None:
-            msg = (f"no model pack installed: method {method!r} needs one, so every face is PIXELATED instead. "
-                   "Make a pack with `styleid-edge export` and pass --pack (or set STYLEID_EDGE_PACK).")
-            log.warning(msg)
-            self.report.note(msg)
-            method = "pixelate"
-        elif config.method is None and pack is None and method == "pixelate":
+        if method in ("latent", "pixel", "swapper") and pack is None:  # asked for by name: never a silent swap
+            raise ValueError(f"--method {method} needs a model pack and none is installed: make one with "
+                             "`styleid-edge export` and pass --pack DIR (or set STYLEID_EDGE_PACK), or leave out "
+                             "--method to pixelate every face")
+        if config.method is None and pack is None and method == "pixelate":
             msg = ("no model pack installed: every face is PIXELATED. Make a pack with `styleid-edge export` "
                    "and pass --pack (or set STYLEID_EDGE_PACK) for StyleID anonymization.")
             log.warning(msg)
@@ -407,6 +405,10 @@ class Anonymizer:
 
     def finish(self) -> RunReport:
         self.report.timings = self.timer.as_dict()
+        providers = {f"detector ({self.detector.name})": ", ".join(getattr(self.detector, "providers", []))}
+        if self.verifier is not None:
+            providers["verifier (sface)"] = ", ".join(self.verifier.session.get_providers())
         if self.models is not None:
-            self.report.providers = self.models.providers()
+            providers.update(self.models.providers())
+        self.report.providers = providers
         return self.report

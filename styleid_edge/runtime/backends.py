@@ -225,7 +225,7 @@ def create_session(model: str | os.PathLike | bytes, providers: Sequence[Provide
             "path, or request only the providers that work.")
     detail = options[names.index(active[0])] if active[0] in names else {}
     extras = [k for k in ("trt_fp16_enable", "trt_int8_enable") if detail.get(k) == "True"]
-    log.info("%s runs on %s%s", label, active[0], f" ({', '.join(extras)})" if extras else "")
+    log.debug("%s runs on %s%s", label, active[0], f" ({', '.join(extras)})" if extras else "")
     return sess
 
 

@@ -314,7 +314,8 @@ class _OrtDetector:
     nms_iou = 0.4
 
     def __init__(self, model: str | os.PathLike | bytes, providers: Sequence[ProviderSpec] | None, threshold: float):
-        self.session = create_session(model, providers)
+        self.session = create_session(model, providers, name=f"face detector {self.name}")
+        log.info("face detector %s runs on %s", self.name, self.session.get_providers()[0])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.threshold = float(threshold)
@@ -652,6 +653,10 @@ class RobustDetector:
     @property
     def name(self) -> str:
         return "+".join([self.model.name] + [h.name for h in self.helpers])
+
+    @property
+    def providers(self) -> list[str]:
+        return self.model.providers
 
     @property
     def weak_threshold(self) -> float | None:

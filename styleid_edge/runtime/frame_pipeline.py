@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .video import Frame, ReadError
 
@@ -28,21 +30,39 @@ log = logging.getLogger(__name__)
 
 class Progress:
     """tqdm bar over frames, with frames/s (tqdm's rate) and faces/s (from ``update(faces=n)``).
-    ``quiet`` disables it."""
+
+    ``quiet`` disables it. While the bar shows, log lines print above it instead of through it. When
+    stderr is not a terminal (a log file, a service) there is no bar: a progress line is logged every
+    ``log_interval`` seconds instead, and one at the end."""
 
     def __init__(self, total: int | None = None, quiet: bool = False, desc: str = "anonymizing",
-                 min_postfix_interval: float = 0.5) -> None:
+                 min_postfix_interval: float = 0.5, log_interval: float = 30.0) -> None:
         self.frames = 0
         self.faces = 0
+        self.total = total or None
+        self.desc = desc
         self._start = time.perf_counter()
         self._last_postfix = 0.0
         self._interval = min_postfix_interval
         self._lock = threading.Lock()
-        self._bar = tqdm(total=total or None, disable=quiet, desc=desc, unit="frame", dynamic_ncols=True)
+        tty = sys.stderr.isatty()
+        self._log_interval = None if quiet or tty else log_interval
+        self._last_log = self._start
+        self._bar = tqdm(total=self.total, disable=quiet or not tty, desc=desc, unit="frame", dynamic_ncols=True)
+        self._redirect = None
+        if not self._bar.disable:
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
+
+    def _line(self) -> str:
+        t = max(self.elapsed, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        return (f"{self.desc}: {self.frames}{of} frames in {self.elapsed:.0f} s, "
+                f"{self.frames / t:.1f} frames/s, {self.faces / t:.1f} faces/s")
 
     def update(self, frames: int = 1, faces: int = 0) -> None:
         with self._lock:
@@ -54,11 +74,20 @@ class Progress:
             if now - self._last_postfix >= self._interval:
                 self._last_postfix = now
                 self._bar.set_postfix_str(f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s", refresh=False)
+            if self._log_interval is not None and now - self._last_log >= self._log_interval:
+                self._last_log = now
+                log.info("%s", self._line())
 
     def close(self) -> None:
         with self._lock:
             self._bar.set_postfix_str(f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s", refresh=False)
             self._bar.close()
+            if self._redirect is not None:
+                self._redirect.__exit__(None, None, None)
+                self._redirect = None
+            if self._log_interval is not None:
+                self._log_interval = None
+                log.info("%s", self._line())
 
     def __enter__(self) -> Progress:
         return self

@@ -18,7 +18,7 @@ from .images import input_kind, iter_inputs, read_image, write_image
 from .pack import ModelPack
 from .report import RunReport
 from .frame_pipeline import Progress, run_threaded
-from .video import VideoReader, VideoWriter, from_display, probe, to_display
+from .video import VideoError, VideoReader, VideoWriter, from_display, probe, to_display
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,35 @@ def anonymize_video(src: Path, dst: Path, anonymizer: Anonymizer, options: JobOp
         ok = False
         try:
             stats = run_threaded(reader, process, writer, queue_size=options.queue_size, progress=progress)
+            if stats.frames_out == 0:
+                first = reader.errors[0] if reader.errors else None
+                raise VideoError(f"{src}: no frame could be decoded{f' ({first.kind})' if first else ''}; the file "
+                                 "is damaged, cut off or holds no video. Nothing was written.")
             ok = True
+        except KeyboardInterrupt:
+            entry["interrupted"] = True
+            anonymizer.report.inputs.append(entry)  # the caller never gets it: the report still lists the file
+            raise
         finally:
             result = writer.close(ok=ok)
-            if not ok and result is not None:
-                log.warning("stopped early: the frames processed so far are in %s", result)
+            if not ok:
+                entry["frames_out"] = writer.frames_written
+            if not ok and result is not None:  # (the writer logged where)
                 entry["partial_output"] = str(result)
         entry.update(frames_out=stats.frames_out, audio=writer.audio_mode, fps_processed=round(stats.fps, 2),
                      faces=anonymizer.report.faces - faces_before)
         if reader.errors:
-            entry["read_errors"] = [f"{e.kind} at {e.time}: {e.message}" for e in reader.errors[:50]]
-            anonymizer.report.error(f"{src}: {len(reader.errors)} read error(s); processed what could "
-                                            "be decoded (see inputs[].read_errors)")
+            entry["read_errors"] = [f"{e.kind}{_where(e)}: {e.message}" for e in reader.errors[:50]]
+            first, more = reader.errors[0], len(reader.errors) - 1
+            anonymizer.report.error(f"{src}: {first.kind}{_where(first)}: {first.message}"
+                                    + (f" (and {more} more read errors: inputs[].read_errors)" if more else ""))
     return entry
+
+
+def _where(error) -> str:
+    if error.time is not None:
+        return f" at {error.time:.3f} s"
+    return f" at frame {error.frame_index}" if error.frame_index is not None else ""
 
 
 def anonymize_path(input_path: str | Path, output: str | Path, config: AnonymizerConfig,
@@ -106,6 +122,14 @@ def anonymize_path(input_path: str | Path, output: str | Path, config: Anonymize
             if dst.is_dir():
                 dst = dst / src.name
             report.inputs.append(_one(src, dst, anonymizer, options))
+        if report.frames and not report.faces:
+            msg = (f"no face was found in {report.frames} frame(s), so the output shows them unchanged; if faces "
+                   "are visible, lower --thresh or try --detector retinaface")
+            log.warning(msg)
+            report.note(msg)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
     finally:
         anonymizer.finish()
         report.timings["total_seconds"] = round(time.perf_counter() - started, 3)

@@ -76,7 +76,8 @@ class SFace:
     ) -> None:
         raw = read_bundled_model(model, sface_model_path, "sface")
         prepared = prepare_model(raw, fold=True, dynamic_inputs={"data": ["N", 3, 112, 112]})
-        self.session = create_session(prepared, providers)
+        self.session = create_session(prepared, providers, name="face recognizer sface")
+        log.info("face recognizer sface (leak check) runs on %s", self.session.get_providers()[0])
         self.input_name = self.session.get_inputs()[0].name
 
     @property

@@ -31,6 +31,7 @@ class RunReport:
     errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS distinct messages
     errors_total: int = 0  # every error, also those not kept in ``errors``
     timings: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by Ctrl-C / SIGINT: the counts cover what was processed until then
 
     MAX_ERRORS = 100  # a long outage (e.g. a dead model server) repeats one error per batch: keep the report small
 
@@ -54,7 +55,8 @@ class RunReport:
             "faces_held": self.faces_held, "tracks": self.tracks,
             "faces_by_method": dict(self.by_method), "fallbacks": dict(self.fallbacks),
             "faces_accounted": sum(self.by_method.values()) == self.faces,
-            "errors": self.errors, "errors_total": max(self.errors_total, len(self.errors)), "timings": self.timings, "elapsed_seconds": round(elapsed, 3),
+            "errors": self.errors, "errors_total": max(self.errors_total, len(self.errors)),
+            "interrupted": self.interrupted, "timings": self.timings, "elapsed_seconds": round(elapsed, 3),
         }
 
     def write(self, path: str | Path) -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _CRF_CODECS = {"libx264", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
 # Containers that take "+faststart" (index first: streamable, and a truncated copy still opens).
 _FASTSTART_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".3g2"}
+_FRAME_GRID_SUFFIXES = {".avi"}
 
 
 class VideoError(RuntimeError):
@@ -695,7 +696,11 @@ class VideoWriter:
             log.info("%s: %dx%d is odd; padding to %dx%d for %s (pass pix_fmt='yuv444p' to keep the size)",
                      self.path, info.width, info.height, info.width + self._pad[0],
                      info.height + self._pad[1], pix_fmt)
-        self._time_base = Fraction(info.time_base)
+        self._in_time_base = Fraction(info.time_base)  # what write()'s pts are in
+        # AVI has no timestamps, only a frame rate (1 / its time base): there every frame goes on the grid of
+        # the nominal rate, or the muxer fills the gaps with repeated frames. Other containers keep the input's.
+        self._frame_grid = self.path.suffix.lower() in _FRAME_GRID_SUFFIXES
+        self._time_base = 1 / Fraction(info.fps) if self._frame_grid else self._in_time_base
         self._default_step = 1 / (info.fps * self._time_base)  # pts units per frame
 
         faststart = faststart and self.path.suffix.lower() in _FASTSTART_SUFFIXES
@@ -719,7 +724,9 @@ class VideoWriter:
         try:
             stream = container.add_stream(codec, rate=info.fps)
         except (av.error.FFmpegError, ValueError) as exc:
-            raise VideoError(f"cannot write {self.path} with encoder {codec!r} ({exc}); use codec='libx264'") from exc
+            suffix = self.path.suffix.lower() or "(no extension)"
+            raise VideoError(f"cannot write {self.path}: the {suffix} container does not take {codec!r} video ({exc}); "
+                             "name the output .mp4, .mkv or .mov") from exc
         stream.width = info.width + self._pad[0]
         stream.height = info.height + self._pad[1]
         stream.pix_fmt = pix_fmt
@@ -772,6 +779,8 @@ class VideoWriter:
             pts = 0 if self._last_pts is None else self._last_pts + max(1, round(self._default_step))
             if self.frames_written == 0 and self.info.start_time:
                 pts = round(self.info.start_time / self._time_base)
+        elif self._frame_grid:
+            pts = round(pts * self._in_time_base / self._time_base)
         if self._last_pts is not None and pts <= self._last_pts:
             log.debug("%s: pts %d not after %d; moved forward", self.path, pts, self._last_pts)
             pts = self._last_pts + 1
@@ -809,6 +818,9 @@ class VideoWriter:
         ``partial_path`` (or delete it, see class doc). Returns the file written, or None."""
         if self._closed:
             return self.result
+        if ok and self.frames_written == 0:
+            self.abort()
+            raise VideoError(f"{self.path}: no frame was given to write; nothing was written")
         if not ok and (self.frames_written == 0 or not self.keep_partial):
             self.abort()
             return None
