@@ -259,9 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tag_subparsers(parser: argparse.ArgumentParser) -> None:
+    """Each (nested) subcommand parser records itself in the namespace, so errors show its usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(_command_parser=sub)
+                _tag_subparsers(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _tag_subparsers(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand's parser: its usage, not the top level's
+        getattr(args, "_command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose, getattr(args, "quiet", False))
     if getattr(args, "detector", "x") is None:
         from .runtime.detect import DEFAULT_DETECTOR

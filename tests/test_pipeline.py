@@ -210,6 +210,7 @@ def test_cut_off_inputs_exit_codes_and_reports(tmp_path, tiny_pack, capsys):
     (["--crf", "99"], "--crf: 99 is outside [0, 51]"),
     (["--min-face", "-3"], "--min-face: -3 is outside"),
     (["--weak-thresh", "x"], "--weak-thresh: 'x' is not a number"),
+    (["--frobnicate"], "styleid-edge anonymize: error: unrecognized arguments: --frobnicate"),  # its own usage
 ])
 def test_out_of_range_flags_are_refused(tmp_path, capsys, argv, message):
     src = PHOTOS / "obama.jpg"
