@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .runtime.backend_args import add_backend_arguments, backend_config
+from .runtime.cli_types import number_in
 
 log = logging.getLogger("styleid_edge")
 
@@ -21,19 +22,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose
                         else "%(levelname)s: %(message)s")
-
-
-def _number_in(kind: type, low: float, high: float, low_open: bool = False):
-    """argparse type: a number of ``kind`` in [low, high] (or (low, high] with ``low_open``)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
-        if value > high or value < low or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if low_open else '['}{low:g}, {high:g}]")
-        return value
-    return parse
 
 
 # --- export -------------------------------------------------------------------------------
@@ -188,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the pseudo-identities (one per tracked person; default 0)")
     a.add_argument("--detector", default=None,
                    help="yunet (default), centerface, retinaface, or a SCRFD .onnx path")
-    a.add_argument("--thresh", type=_number_in(float, 0.0, 1.0, low_open=True),
+    a.add_argument("--thresh", type=number_in(float, 0.0, 1.0, low_open=True),
                    help="detection score threshold in (0,1]; lower finds more faces (default: 0.5, centerface 0.3)")
-    a.add_argument("--weak-thresh", type=_number_in(float, 0.0, 1.0),
+    a.add_argument("--weak-thresh", type=number_in(float, 0.0, 1.0),
                    help="faces scoring from this up to --thresh only continue a tracked face, never start one "
                         "(default 0.3; 0 turns it off)")
-    a.add_argument("--min-face", type=_number_in(int, 0, 1 << 20), default=24,
+    a.add_argument("--min-face", type=number_in(int, 0, 1 << 20), default=24,
                    help="faces smaller than this (px) are pixelated (default 24)")
     a.add_argument("--donors", help="donor bank file for --method donor")
     a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
@@ -201,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .runtime.archive import register_archive_args
 
     register_archive_args(a)
-    a.add_argument("--crf", type=_number_in(int, 0, 51), default=18,
+    a.add_argument("--crf", type=number_in(int, 0, 51), default=18,
                    help="H.264 quality, 0-51 (lower = better and larger; default 18, about visually lossless)")
     a.add_argument("--report", help="write a JSON report here: faces per method, fallbacks and errors per run and "
                                     "per input file, the model providers, timings")

@@ -157,6 +157,12 @@ def test_rt_stream_errors_name_the_url_and_the_fix(rt, native_assets, tmp_path):
     run = subprocess.run([str(rt), url, "--rtsp-transport", "quic", "-o", str(tmp_path / "y.mp4"),
                           "--pack", pack], capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "--rtsp-transport must be tcp or udp" in run.stderr, run.stderr
+    for flag, value, message in (("--thresh", "7", "--thresh must be in (0, 1]"),
+                                 ("--weak-thresh", "-1", "--weak-thresh must be in [0, 1]"),
+                                 ("--min-face", "-3", "--min-face must be >= 0")):
+        run = subprocess.run([str(rt), str(tmp_path / "in.mp4"), "-o", str(tmp_path / "y.mp4"), "--pack", pack,
+                              flag, value], capture_output=True, text=True, timeout=30)
+        assert run.returncode == 2 and message in run.stderr, (flag, run.stderr)
 
 
 def test_rt_writes_h264_mp4_and_keeps_every_pixel_of_odd_sizes(rt, native_assets, tmp_path):  # noqa: F811

@@ -108,6 +108,9 @@ Args parse(int argc, char **argv) {
         a.pack = env;
     }
     if (a.method != "latent" && a.method != "pixelate") usage_error("--method must be latent or pixelate");
+    if (!(a.thresh > 0.f && a.thresh <= 1.f)) usage_error("--thresh must be in (0, 1]");
+    if (!(a.weak_thresh >= 0.f && a.weak_thresh <= 1.f)) usage_error("--weak-thresh must be in [0, 1]");
+    if (a.min_face < 0) usage_error("--min-face must be >= 0");
     if (!a.rtsp_transport.empty() && a.rtsp_transport != "tcp" && a.rtsp_transport != "udp")
         usage_error("--rtsp-transport must be tcp or udp");
     const bool rtsp = a.input.rfind("rtsp://", 0) == 0;

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..backend_args import add_backend_arguments, backend_config
+from ..cli_types import number_in
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,12 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector", default=None, help="yunet (default), centerface, retinaface, or SCRFD .onnx")
-    p.add_argument("--thresh", type=float, help="detection score threshold")
-    p.add_argument("--weak-thresh", type=float, help="faces scoring from this up to --thresh only continue a "
+    p.add_argument("--thresh", type=number_in(float, 0.0, 1.0, low_open=True),
+                   help="detection score threshold in (0,1] (default: 0.5, centerface 0.3)")
+    p.add_argument("--weak-thresh", type=number_in(float, 0.0, 1.0), help="faces scoring from this up to --thresh only continue a "
                    "tracked face, never start one (default 0.3; 0 turns it off)")
-    p.add_argument("--min-face", type=int, default=24)
+    p.add_argument("--min-face", type=number_in(int, 0, 1 << 20), default=24,
+                   help="faces smaller than this (px) are pixelated (default 24)")
     p.add_argument("--detect-max-side", type=int, default=0, help="detect faces on a copy scaled down to this "
                    "longer side, e.g. 640 (faster on small CPUs; faces under ~10 px after scaling are missed; "
                    "default 0: full size)")
@@ -72,7 +75,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
                    "long in one read (0: off)")
     p.add_argument("--render-stuck-seconds", type=float, default=60.0, help="abandon a model batch that runs "
                    "this long (its faces pixelated) and start a fresh worker (0: off)")
-    p.add_argument("--crf", type=int, default=23, help="H.264 quality of the segment files")
+    p.add_argument("--crf", type=number_in(int, 0, 51), default=23,
+                   help="H.264 quality of the segment files, 0-51 (default 23)")
     p.add_argument("--stats-every", type=float, default=5.0, help="seconds between console stats lines (0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats lines")
 
