@@ -58,11 +58,13 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
 
+    def _faces_per_s(self) -> str:
+        return f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s"
+
     def _line(self) -> str:
-        t = max(self.elapsed, 1e-9)
         of = f"/{self.total}" if self.total else ""
         return (f"{self.desc}: {self.frames}{of} frames in {self.elapsed:.0f} s, "
-                f"{self.frames / t:.1f} frames/s, {self.faces / t:.1f} faces/s")
+                f"{self.frames / max(self.elapsed, 1e-9):.1f} frames/s, {self._faces_per_s()}")
 
     def update(self, frames: int = 1, faces: int = 0) -> None:
         with self._lock:
@@ -73,14 +75,14 @@ class Progress:
             now = time.perf_counter()
             if now - self._last_postfix >= self._interval:
                 self._last_postfix = now
-                self._bar.set_postfix_str(f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s", refresh=False)
+                self._bar.set_postfix_str(self._faces_per_s(), refresh=False)
             if self._log_interval is not None and now - self._last_log >= self._log_interval:
                 self._last_log = now
                 log.info("%s", self._line())
 
     def close(self) -> None:
         with self._lock:
-            self._bar.set_postfix_str(f"{self.faces / max(self.elapsed, 1e-9):.1f} faces/s", refresh=False)
+            self._bar.set_postfix_str(self._faces_per_s(), refresh=False)
             self._bar.close()
             if self._redirect is not None:
                 self._redirect.__exit__(None, None, None)

@@ -72,8 +72,8 @@ def anonymize_video(src: Path, dst: Path, anonymizer: Anonymizer, options: JobOp
             result = writer.close(ok=ok)
             if not ok:
                 entry["frames_out"] = writer.frames_written
-            if not ok and result is not None:  # (the writer logged where)
-                entry["partial_output"] = str(result)
+                if result is not None:  # (the writer logged where)
+                    entry["partial_output"] = str(result)
         entry.update(frames_out=stats.frames_out, audio=writer.audio_mode, fps_processed=round(stats.fps, 2),
                      faces=anonymizer.report.faces - faces_before)
         if reader.errors:
