@@ -25,20 +25,38 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 # --- export -------------------------------------------------------------------------------
+def _check_export_out(out: Path, force: bool) -> None:
+    """Before any work: --out must be a new or empty folder, or (with --force) a pack to replace."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; export writes a pack folder: choose a folder path")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "manifest.json").is_file():
+        raise FileExistsError(f"{out} exists and is not a model pack; choose an empty or new --out")
+    if not force:
+        raise FileExistsError(f"{out} already holds a model pack; pass --force to replace it (everything in it goes, "
+                              "calibrated identity ranks, strength results and donor bank included), or choose "
+                              "another --out")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    if not args.out:
+        raise ValueError("export needs --out PACK_DIR (the model pack directory to write)")
+    if args.synthetic is None and not args.stylegan2:
+        raise ValueError("export needs --stylegan2 CKPT (or --synthetic RES for a random test pack)")
+    if args.synthetic is not None and (args.stylegan2 or args.e4e or args.arcface or args.mapper):
+        raise ValueError("--synthetic writes a random-weight pack; it takes no checkpoints: drop --synthetic, "
+                         "or drop --stylegan2/--e4e/--arcface/--mapper")
+    _check_export_out(Path(args.out), args.force)
     try:
         from .export.pack_writer import build_pack, make_synthetic_pack
     except ImportError as exc:
-        raise SystemExit(f"`styleid-edge export` needs the export extra (torch, onnx): "
-                         f"pip install 'styleid-edge[export]'  ({exc})")
-    if not args.out:
-        raise SystemExit("export needs --out PACK_DIR (the model pack directory to write)")
-    if args.synthetic:
+        raise RuntimeError(f"`styleid-edge export` needs the export extra (torch, onnx): "
+                           f"pip install 'styleid-edge[export]'  ({exc})")
+    if args.synthetic is not None:
         pack = make_synthetic_pack(args.out, resolution=args.synthetic, channel_multiplier=args.channel_multiplier,
                                    seed=args.seed, recognizer=args.with_recognizer)
     else:
-        if not args.stylegan2:
-            raise SystemExit("export needs --stylegan2 CKPT (or --synthetic RES for a random test pack)")
         pack = build_pack(args.out, stylegan2=args.stylegan2, e4e=args.e4e, arcface=args.arcface,
                           mapper=args.mapper)
     print(_pack_summary(pack))
@@ -203,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--e4e", help="encoder4editing checkpoint (e4e_ffhq_encode.pt)")
     e.add_argument("--arcface", help="ArcFace IR-SE50 (model_ir_se50.pth) or a recognizer .onnx")
     e.add_argument("--mapper", help="StyleID latent swapper (mapper.pt)")
-    e.add_argument("--out", help="pack directory to write")
-    e.add_argument("--synthetic", type=int, metavar="RES", help="write a random-weight pack of this resolution")
+    e.add_argument("--out", help="pack directory to write (new or empty; an existing pack only with --force)")
+    e.add_argument("--force", action="store_true", help="replace the pack already at --out, with all it holds")
+    e.add_argument("--synthetic", type=number_in(int, 8, 1024), metavar="RES",
+                   help="write a random-weight pack of this resolution (a power of two, 8-1024)")
     e.add_argument("--channel-multiplier", type=int, default=1, help="with --synthetic")
     e.add_argument("--with-recognizer", action="store_true", help="with --synthetic: add a random ArcFace")
     e.add_argument("--seed", type=int, default=0, help="with --synthetic")

@@ -26,3 +26,11 @@ def user_cache_dir(*parts: str) -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base.joinpath("styleid-edge", *parts)
+
+
+def umask_mode(folder: str | os.PathLike[str]) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (owner-only, 0700) the mode new folders get under the
+    user's umask, before it is renamed into place: packs are read by services running as other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)

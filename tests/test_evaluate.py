@@ -225,6 +225,9 @@ def test_cli_exit_codes_report_and_plot(clip_pair, tmp_path: Path, capsys) -> No
     capsys.readouterr()
     assert _run(["evaluate", str(tmp_path / "missing.mp4"), str(anonymized), "-q"]) == 2
     assert "missing.mp4" in capsys.readouterr().err
+    assert _run(["evaluate", str(original), str(anonymized), "--report", str(tmp_path), "-q"]) == 2  # a folder
+    assert "it is a folder; give a file name" in capsys.readouterr().err
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}*.tmp"))
     clip = moving_faces_clip(N_FRAMES - 2, (640, 360), photos=("obama.jpg",), background="plain", seed=7,
                              audio=False)
     short = make_video(tmp_path / "short.mp4", clip.frames, fps=25, audio=False)

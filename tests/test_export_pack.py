@@ -131,6 +131,31 @@ def test_export_into_a_new_nested_folder(tmp_path):
     assert [p.name for p in (tmp_path / "packs").iterdir()] == ["demo"]  # no staging leftovers
 
 
+def test_export_never_replaces_a_pack_without_force_and_checks_out_before_any_work(tmp_path, capsys):
+    pack = tmp_path / "demo"
+    assert cli_main(["export", "--synthetic", "8", "--out", str(pack)]) == 0
+    (pack / "ranks_channels.npy").write_bytes(b"calibrated")  # what a second export must not wipe silently
+    capsys.readouterr()
+    assert cli_main(["export", "--synthetic", "8", "--out", str(pack), "--seed", "1"]) == 2
+    assert "already holds a model pack; pass --force" in capsys.readouterr().err
+    assert (pack / "ranks_channels.npy").read_bytes() == b"calibrated"
+    assert cli_main(["export", "--synthetic", "8", "--out", str(pack), "--seed", "1", "--force"]) == 0
+    assert not (pack / "ranks_channels.npy").exists() and ModelPack.load(pack).manifest.synthetic
+
+    a_file = tmp_path / "clip.mp4"
+    a_file.write_bytes(b"x")
+    assert cli_main(["export", "--synthetic", "8", "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    assert cli_main(["export", "--synthetic", "8", "--out", str(other)]) == 2
+    assert "is not a model pack" in capsys.readouterr().err
+    assert cli_main(["export", "--synthetic", "8", "--stylegan2", "g.pt", "--out", str(tmp_path / "n")]) == 2
+    assert "takes no checkpoints" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".pack-*")) and not (tmp_path / "n").exists()
+
+
 def test_pack_folder_is_readable_by_other_users_as_the_umask_allows(tiny_pack):
     import os
 

@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def test_int8_pack_loads_with_qdq_models(tiny_pack, int8_result):
     assert q["calibration"].startswith("synthetic:8") and q["format"] == "QDQ"
     assert "int8" in pack.manifest.provenance and pack.manifest.synthetic
     assert pack.manifest.files["synthesis"].endswith(".int8.onnx")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert pack.root.stat().st_mode & 0o777 == 0o777 & ~umask  # staged owner-only, published as the umask allows
     for role in ("encoder", "synthesis", "recognizer"):
         ops = [n.op_type for n in onnx.load(str(pack.model_path(role))).graph.node]
         assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0, role

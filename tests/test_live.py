@@ -412,3 +412,19 @@ def test_detection_on_a_scaled_copy_finds_the_same_faces(clip):
             db = max(b, key=lambda d: iou(d.box, gt.xyxy))
             assert iou(da.box, gt.xyxy) > 0.5 and iou(db.box, da.box) > 0.6
             assert np.abs(db.landmarks - da.landmarks).max() < 0.15 * (da.box[2] - da.box[0])
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--fps", "0", "--fps: 0 is outside (0, 1000]"),
+    ("--budget-ms", "-5", "--budget-ms: -5 is outside (0,"),
+    ("--detect-max-side", "-1", "--detect-max-side: -1 is outside [0,"),
+    ("--face-batch", "0", "--face-batch: 0 is outside [1, 1024]"),
+    ("--thresh", "7", "--thresh: 7 is outside (0, 1]"),
+])
+def test_live_refuses_out_of_range_flags(tmp_path, capsys, flag, value, message):
+    from styleid_edge.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["live", "0", "-o", str(tmp_path / "out"), flag, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..files import sha256_file
+from ..files import sha256_file, umask_mode
 from ..runtime.align import ARCFACE_TEMPLATE, arcface_crop, ffhq_crop, transform_points
 from ..runtime.backends import SessionOptions, create_session
 from ..runtime.methods import crops_to_input, images_to_crops
@@ -569,6 +569,7 @@ def write_int8_pack(pack: ModelPack, out: str | Path, calib: CalibrationSet, con
         ModelPack.load(work)  # validate before it appears under its name
         if out.exists():
             shutil.rmtree(out)
+        umask_mode(work)
         work.replace(out)
     finally:
         if work.exists():

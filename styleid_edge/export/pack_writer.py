@@ -10,7 +10,6 @@ runs them through the same path (for tests, demos and benchmarks).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..files import umask_mode
 from ..runtime.pack import Manifest, ModelPack
 from .checkpoints import sha256_file
 from .onnx_io import export_onnx
@@ -141,9 +141,7 @@ def build_pack(out_dir: str | Path, *, stylegan2: str | Path, e4e: str | Path | 
             if not (out_dir / "manifest.json").is_file() and any(out_dir.iterdir()):
                 raise FileExistsError(f"{out_dir} exists and is not a model pack; choose an empty or new --out")
             shutil.rmtree(out_dir)
-        umask = os.umask(0)
-        os.umask(umask)
-        work.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; a pack is read by services as other users
+        umask_mode(work)
         work.replace(out_dir)
         pack = ModelPack.load(out_dir)
         log.info("pack written to %s (%d px, S=%d, models: %s)", out_dir, manifest.resolution,
