@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def _pack_summary(pack) -> str:
 def cmd_pack_info(args: argparse.Namespace) -> int:
     from .runtime.pack import ModelPack, PackError
 
+    if not Path(args.pack).exists():
+        print(f"invalid pack: {args.pack} does not exist", file=sys.stderr)
+        return 2
     try:
         pack = ModelPack.load(args.pack)
     except PackError as exc:
@@ -292,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head` closed the pipe: stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         log.debug("error", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)

@@ -122,6 +122,8 @@ def test_pack_info_rejects_tampered_manifest(tmp_path, tiny_pack, capsys):
     (bad / "manifest.json").write_text(json.dumps(raw))
     assert cli_main(["pack", "info", str(bad)]) == 2
     assert "plain file name" in capsys.readouterr().err
+    assert cli_main(["pack", "info", str(tmp_path / "nothere")]) == 2
+    assert "nothere does not exist" in capsys.readouterr().err
 
 
 def test_export_into_a_new_nested_folder(tmp_path):
