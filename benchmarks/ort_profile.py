@@ -105,7 +105,8 @@ def profile(path: Path, batch: int, threads: int, runs: int) -> dict:
             "conv_nodes_matched": len(convs),
             "conv_ms_per_face": round(conv_ms, 2), "conv_gmac_per_face": round(conv_gmac, 6),
             "conv_gmac_per_s": round(conv_gmac / conv_ms * 1000.0, 1) if conv_ms else None,
-            "convs": sorted(({**c, "ms_per_face": round(c["ms_per_face"], 3), "gmac_per_face": round(c["gmac_per_face"], 6),
+            "convs": sorted(({**c, "ms_per_face": round(c["ms_per_face"], 3),
+                              "gmac_per_face": round(c["gmac_per_face"], 6),
                               "gmac_per_s": round(c["gmac_per_face"] / c["ms_per_face"] * 1000.0, 1)}
                              for c in convs), key=lambda c: -c["ms_per_face"])}
 
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.model.is_file():
         p.error(f"{a.model}: no such ONNX file")
     r = profile(a.model, a.batch, a.threads, a.runs)
-    print(f"{r['model']}  batch {r['batch']}, {r['threads']} thread(s): {r['kernel_ms_per_face']} ms per face in kernels")
+    print(f"{r['model']}  batch {r['batch']}, {r['threads']} thread(s): "
+          f"{r['kernel_ms_per_face']} ms per face in kernels")
     for op, ms in list(r["ops_ms_per_face"].items())[:10]:
         print(f"  {op:26s} {ms:9.1f} ms  {100 * ms / r['kernel_ms_per_face']:5.1f} %")
     print(f"convolutions: {r['conv_nodes_matched']} nodes, {r['conv_gmac_per_face']} GMAC per face in "

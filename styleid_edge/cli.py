@@ -26,20 +26,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 # --- export -------------------------------------------------------------------------------
-def _check_export_out(out: Path, force: bool) -> None:
-    """Before any work: --out must be a new or empty folder, or (with --force) a pack to replace."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; export writes a pack folder: choose a folder path")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not (out / "manifest.json").is_file():
-        raise FileExistsError(f"{out} exists and is not a model pack; choose an empty or new --out")
-    if not force:
-        raise FileExistsError(f"{out} already holds a model pack; pass --force to replace it (everything in it goes, "
-                              "calibrated identity ranks, strength results and donor bank included), or choose "
-                              "another --out")
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("export needs --out PACK_DIR (the model pack directory to write)")
@@ -48,7 +34,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.synthetic is not None and (args.stylegan2 or args.e4e or args.arcface or args.mapper):
         raise ValueError("--synthetic writes a random-weight pack; it takes no checkpoints: drop --synthetic, "
                          "or drop --stylegan2/--e4e/--arcface/--mapper")
-    _check_export_out(Path(args.out), args.force)
     try:
         from .export.pack_writer import build_pack, make_synthetic_pack
     except ImportError as exc:
@@ -56,10 +41,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                            f"pip install 'styleid-edge[export]'  ({exc})")
     if args.synthetic is not None:
         pack = make_synthetic_pack(args.out, resolution=args.synthetic, channel_multiplier=args.channel_multiplier,
-                                   seed=args.seed, recognizer=args.with_recognizer)
+                                   seed=args.seed, recognizer=args.with_recognizer, replace=args.force)
     else:
         pack = build_pack(args.out, stylegan2=args.stylegan2, e4e=args.e4e, arcface=args.arcface,
-                          mapper=args.mapper)
+                          mapper=args.mapper, replace=args.force)
     print(_pack_summary(pack))
     return 0
 
@@ -87,9 +72,6 @@ def _pack_summary(pack) -> str:
 def cmd_pack_info(args: argparse.Namespace) -> int:
     from .runtime.pack import ModelPack, PackError
 
-    if not Path(args.pack).exists():
-        print(f"invalid pack: {args.pack} does not exist", file=sys.stderr)
-        return 2
     try:
         pack = ModelPack.load(args.pack)
     except PackError as exc:

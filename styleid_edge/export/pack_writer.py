@@ -48,11 +48,13 @@ def _stage(label: str):
 
 def build_pack(out_dir: str | Path, *, stylegan2: str | Path, e4e: str | Path | None = None,
                arcface: str | Path | None = None, mapper: str | Path | None = None,
-               synthetic: bool = False) -> ModelPack:
-    """Export the given checkpoints into a pack at ``out_dir`` (created or replaced atomically)."""
+               synthetic: bool = False, replace: bool = True) -> ModelPack:
+    """Export the given checkpoints into a pack at ``out_dir`` (created, or with ``replace`` an existing pack
+    replaced, atomically)."""
     from .stylegan2 import AffineModule, MappingModule, SynthesisModule, load_stylegan2
 
     out_dir = Path(out_dir)
+    check_pack_out(out_dir, replace)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # staged next to the destination (same filesystem), renamed into place only when complete
     work = Path(tempfile.mkdtemp(prefix=".pack-", dir=out_dir.parent))
@@ -137,9 +139,7 @@ def build_pack(out_dir: str | Path, *, stylegan2: str | Path, e4e: str | Path | 
             synthetic=synthetic, licences=licences)
         manifest.validate()
         (work / "manifest.json").write_text(manifest.to_json())
-        if out_dir.exists():
-            if not (out_dir / "manifest.json").is_file() and any(out_dir.iterdir()):
-                raise FileExistsError(f"{out_dir} exists and is not a model pack; choose an empty or new --out")
+        if out_dir.exists():  # an empty folder or a pack: check_pack_out said so before the export
             shutil.rmtree(out_dir)
         umask_mode(work)
         work.replace(out_dir)
@@ -152,12 +152,28 @@ def build_pack(out_dir: str | Path, *, stylegan2: str | Path, e4e: str | Path | 
             shutil.rmtree(work, ignore_errors=True)
 
 
+def check_pack_out(out_dir: Path, replace: bool) -> None:
+    """Where a pack may be written (checked before any work): a new or empty folder, or an existing pack
+    when ``replace`` (the CLI's --force)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; a pack is a folder: choose a folder path")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / "manifest.json").is_file():
+        raise FileExistsError(f"{out_dir} exists and is not a model pack; choose an empty or new --out")
+    if not replace:
+        raise FileExistsError(f"{out_dir} already holds a model pack; pass --force to replace it (everything in it "
+                              "goes, calibrated identity ranks, strength results and donor bank included), or "
+                              "choose another --out")
+
+
 def make_synthetic_pack(out_dir: str | Path, *, resolution: int = 32, channel_multiplier: int = 1,
                         seed: int = 0, encoder: bool = True, mapper: bool = True, recognizer: bool = False,
-                        n_mlp: int = 2, encoder_input: int = 64) -> ModelPack:
+                        n_mlp: int = 2, encoder_input: int = 64, replace: bool = True) -> ModelPack:
     """A pack of random weights written through the real checkpoint layouts and loaders."""
     from .stylegan2 import random_generator, save_rosinality_checkpoint
 
+    check_pack_out(Path(out_dir), replace)  # before the random checkpoints, not only in build_pack
     with tempfile.TemporaryDirectory(prefix="styleid-synth-") as tmp:
         tmp = Path(tmp)
         gen = random_generator(resolution, channel_multiplier, seed, n_mlp=n_mlp)
@@ -165,7 +181,7 @@ def make_synthetic_pack(out_dir: str | Path, *, resolution: int = 32, channel_mu
             g = torch.Generator().manual_seed(seed)
             latent_avg = gen.mapping(torch.randn(2048, gen.style_dim, generator=g)).mean(0)
         save_rosinality_checkpoint(gen, latent_avg, tmp / "stylegan2.pt")
-        kwargs: dict = {"stylegan2": tmp / "stylegan2.pt", "synthetic": True}
+        kwargs: dict = {"stylegan2": tmp / "stylegan2.pt", "synthetic": True, "replace": replace}
         if encoder:
             from .e4e import E4EConfig, random_e4e, save_e4e_checkpoint
 

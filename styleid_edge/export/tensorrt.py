@@ -280,7 +280,8 @@ def precision_plan(pack: ModelPack, role: str, config: BuildConfig, trt_version:
                 f"{role}: this pack's INT8 Q/DQ models are {sorted(qdq_roles)}; its {role} is float, and TensorRT "
                 f"{trt_version} has no INT8 calibrator (removed in 11.x). Build the {role} engine without --int8 "
                 f"(styleid-edge export tensorrt --pack {pack.root} --roles {role}), or quantize it too: "
-                f"styleid-edge calibrate int8 --pack FLOAT_PACK --target tensorrt --roles {','.join(sorted(qdq_roles | {role}))}")
+                "styleid-edge calibrate int8 --pack FLOAT_PACK --target tensorrt --roles "
+                + ",".join(sorted(qdq_roles | {role})))
         if major >= 11:
             raise TensorRTError(
                 f"{role}: TensorRT {trt_version} has no INT8 calibrator (removed in 11.x; INT8 needs Q/DQ nodes in the "

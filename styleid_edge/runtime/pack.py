@@ -135,6 +135,9 @@ class ModelPack:
     def load(cls, root: str | Path) -> "ModelPack":
         root = Path(root)
         mpath = root / MANIFEST
+        if not root.is_dir():
+            raise PackError(f"{root} does not exist: check the path, or make a pack with `styleid-edge export` "
+                            f"and point --pack / ${PACK_ENV} at it.")
         if not mpath.is_file():
             raise PackError(f"{root}: not a model pack (no {MANIFEST}). Make one with `styleid-edge export`, "
                             f"or point --pack / ${PACK_ENV} at one.")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.pack import MANIFEST, ModelPack
+from ..runtime.pack import ModelPack
 from ..runtime.stylespace import (
     StyleLayer,
     channel_groups,
@@ -159,7 +159,7 @@ def build_from_cache(out: str | os.PathLike[str], cache_dir: str | os.PathLike[s
                      specs: list[WeightFile] | None = None) -> BuildResult:
     """Fetch what is missing, export the pack, import ranks and calibration latents; `out` appears complete."""
     try:
-        from ..export.pack_writer import build_pack
+        from ..export.pack_writer import build_pack, check_pack_out
     except ImportError as exc:
         raise WeightsError(f"`styleid-edge models build` needs the export extra (torch, onnx): "
                            f"pip install 'styleid-edge[export]'  ({exc})") from exc
@@ -171,8 +171,7 @@ def build_from_cache(out: str | os.PathLike[str], cache_dir: str | os.PathLike[s
         raise WeightsError("models build needs the StyleGAN2 generator (stylegan2-ffhq-config-f.pt)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not a model pack; choose an empty or new --out")
+    check_pack_out(out, replace=True)
     staging = out.parent / f".{out.name}.building"
     if staging.exists():
         shutil.rmtree(staging)

@@ -19,6 +19,9 @@ from ..cli_types import number_in
 
 log = logging.getLogger(__name__)
 
+NON_NEGATIVE = number_in(float, 0.0, 1e9)  # durations and intervals where 0 means "off"
+POSITIVE = number_in(float, 0.0, 1e9, low_open=True)
+
 METHODS = ["latent", "pixel", "swapper", "donor", "blur", "pixelate"]
 
 
@@ -30,7 +33,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
                    "own outputs (OUTPUT/source-N/, MJPEG and UDP port + N, its own --push URL) and shares the "
                    "models: the faces of all sources are generated together, one batch per tick")
     p.add_argument("-o", "--output", help="folder (or NAME.mp4) for segmented H.264 files")
-    p.add_argument("--segment-seconds", type=number_in(float, 0.0, 1e9), default=60.0, help="length of each output file (0: one file)")
+    p.add_argument("--segment-seconds", type=NON_NEGATIVE, default=60.0,
+                   help="length of each output file (0: one file)")
     p.add_argument("--serve-mjpeg", metavar="HOST:PORT", help="serve the output as MJPEG over HTTP "
                    "(e.g. 8080 or 127.0.0.1:8080; loopback unless a host is given)")
     p.add_argument("--serve-udp", metavar="HOST:PORT", help="send the output as H.264 in MPEG-TS over UDP "
@@ -54,30 +58,32 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
                    "continue a tracked face, never start one (default 0.3; 0 turns it off)")
     p.add_argument("--min-face", type=number_in(int, 0, 1 << 20), default=24,
                    help="faces smaller than this (px) are pixelated (default 24)")
-    p.add_argument("--detect-max-side", type=number_in(int, 0, 1 << 16), default=0, help="detect faces on a copy scaled down to this "
-                   "longer side, e.g. 640 (faster on small CPUs; faces under ~10 px after scaling are missed; "
-                   "default 0: full size)")
+    p.add_argument("--detect-max-side", type=number_in(int, 0, 1 << 16), default=0,
+                   help="detect faces on a copy scaled down to this longer side, e.g. 640 (faster on small CPUs; "
+                        "faces under ~10 px after scaling are missed; default 0: full size)")
     p.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
     add_backend_arguments(p)
-    p.add_argument("--budget-ms", type=number_in(float, 0.0, 1e9, low_open=True), help="time the anonymization of a frame's faces may take before "
+    p.add_argument("--budget-ms", type=POSITIVE, help="time the anonymization of a frame's faces may take before "
                    "the frame is output with its faces pixelated instead (default: 1000/fps)")
-    p.add_argument("--fps", type=number_in(float, 0.0, 1000.0, low_open=True), help="nominal stream rate (default: the source's, else 25)")
-    p.add_argument("--max-age-ms", type=number_in(float, 0.0, 1e9, low_open=True), default=1000.0, help="skip frames older than this when taken")
+    p.add_argument("--fps", type=number_in(float, 0.0, 1000.0, low_open=True),
+                   help="nominal stream rate (default: the source's, else 25)")
+    p.add_argument("--max-age-ms", type=POSITIVE, default=1000.0, help="skip frames older than this when taken")
     p.add_argument("--loop", action="store_true", help="file sources: play again from the start at the end")
     p.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")
     p.add_argument("--rtsp-listen", action="store_true", help="rtsp:// sources: listen on that address for a "
                    "camera or encoder that pushes (ANNOUNCE/RECORD) instead of pulling from a server")
-    p.add_argument("--face-batch", type=number_in(int, 1, 1024), default=4, help="faces per model call in the shared generative "
-                   "worker (smaller: a late frame keeps more of its finished faces; larger: more GPU throughput)")
-    p.add_argument("--gather-ms", type=number_in(float, 0.0, 1e6), default=5.0, help="how long the worker waits for the faces of "
-                   "the other sources before a batch starts")
-    p.add_argument("--watchdog-seconds", type=number_in(float, 0.0, 1e9), default=10.0, help="restart a capture that is stuck this "
+    p.add_argument("--face-batch", type=number_in(int, 1, 1024), default=4,
+                   help="faces per model call in the shared generative worker (smaller: a late frame keeps more "
+                        "of its finished faces; larger: more GPU throughput)")
+    p.add_argument("--gather-ms", type=number_in(float, 0.0, 1e6), default=5.0,
+                   help="how long the worker waits for the faces of the other sources before a batch starts")
+    p.add_argument("--watchdog-seconds", type=NON_NEGATIVE, default=10.0, help="restart a capture that is stuck this "
                    "long in one read (0: off)")
-    p.add_argument("--render-stuck-seconds", type=number_in(float, 0.0, 1e9), default=60.0, help="abandon a model batch that runs "
+    p.add_argument("--render-stuck-seconds", type=NON_NEGATIVE, default=60.0, help="abandon a model batch that runs "
                    "this long (its faces pixelated) and start a fresh worker (0: off)")
     p.add_argument("--crf", type=number_in(int, 0, 51), default=23,
                    help="H.264 quality of the segment files, 0-51 (default 23)")
-    p.add_argument("--stats-every", type=number_in(float, 0.0, 1e9), default=5.0, help="seconds between console stats lines (0: off)")
+    p.add_argument("--stats-every", type=NON_NEGATIVE, default=5.0, help="seconds between console stats lines (0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no stats lines")
 
 
