@@ -18,8 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-from styleid_edge.export.tensorrt import (BuildConfig, CalibrationBatches, GpuInfo, TensorRTError, cache_key,
-                                          calibration_arrays, ensure_engine, import_tensorrt, precision_plan,
+from styleid_edge.export.tensorrt import (BuildConfig, CalibrationBatches, GpuInfo, TensorRTError, builder_settings,
+                                          cache_key, calibration_arrays, ensure_engine, import_tensorrt, precision_plan,
                                           profile_shapes, role_profile, timing_cache_name)
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -30,6 +30,7 @@ PROFILE = {"styles": ((1, 5632), (4, 5632), (8, 5632))}
 def test_cache_key_is_stable_and_changes_with_each_component():
     base = dict(gpu=H100, trt_version="10.13.0", onnx_sha256="a" * 64, precision={"fp16": True, "int8": None},
                 profile=PROFILE)
+    base["builder"] = builder_settings(BuildConfig())
     key = cache_key(**base)
     assert key == cache_key(**base) and len(key) == 64
     assert key == cache_key(**{**base, "precision": {"int8": None, "fp16": True}})  # dict order does not matter
@@ -40,6 +41,8 @@ def test_cache_key_is_stable_and_changes_with_each_component():
         "onnx hash": {"onnx_sha256": "b" * 64},
         "precision": {"precision": {"fp16": False, "int8": None}},
         "profile": {"profile": {"styles": ((1, 5632), (4, 5632), (16, 5632))}},
+        "optimization level": {"builder": builder_settings(BuildConfig(builder_optimization_level=5))},
+        "workspace": {"builder": builder_settings(BuildConfig(workspace_gb=1.0))},
     }
     keys = {name: cache_key(**{**base, **change}) for name, change in variants.items()}
     for name, k in keys.items():
@@ -71,10 +74,13 @@ def test_backend_options_from_the_cli_keep_numbers_so_the_cache_key_matches_the_
     from styleid_edge.runtime.backends import parse_backend_options
 
     # "--backend-option max_batch=1" parses to True: the profile (and so the cache key) must still say 1
-    raw = parse_backend_options(["max_batch=1", "min_batch=1", "opt_batch=1", "workspace_gb=1", "fp16=1"])
+    raw = parse_backend_options(["max_batch=1", "min_batch=1", "opt_batch=1", "workspace_gb=1", "fp16=1",
+                                 "builder_optimization_level=1"])
     assert raw["max_batch"] is True
     cfg = BuildConfig.from_backend_options(raw)
-    exported = BuildConfig(max_batch=1, min_batch=1, opt_batch=1, workspace_gb=1.0, fp16=True)
+    exported = BuildConfig(max_batch=1, min_batch=1, opt_batch=1, workspace_gb=1.0, fp16=True,
+                           builder_optimization_level=1)
+    assert builder_settings(cfg) == builder_settings(exported) == {"optimization_level": 1, "workspace_gb": 1.0}
     for field in ("max_batch", "min_batch", "opt_batch"):
         assert type(getattr(cfg, field)) is int and getattr(cfg, field) == 1
     assert type(cfg.workspace_gb) is float
@@ -316,3 +322,19 @@ def test_modules_import_without_tensorrt_cuda_or_torch():
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_nvidia_smi_fallback_numbers_gpus_as_cuda_does_under_cuda_visible_devices():
+    from styleid_edge.export.tensorrt import smi_gpu
+
+    csv = ("0, GPU-aaaa1111-0000, NVIDIA A100-SXM4-80GB, 8.0\n"
+           "1, GPU-bbbb2222-0000, NVIDIA L4, 8.9\n"
+           "2, GPU-cccc3333-0000, NVIDIA H100 80GB HBM3, 9.0\n")
+    assert smi_gpu(csv, 0, None) == GpuInfo("NVIDIA A100-SXM4-80GB", (8, 0))
+    assert smi_gpu(csv, 2, None) == H100
+    assert smi_gpu(csv, 0, "2,1") == H100  # CUDA device 0 is the first visible one
+    assert smi_gpu(csv, 1, "2,1") == GpuInfo("NVIDIA L4", (8, 9))
+    assert smi_gpu(csv, 0, "GPU-bbbb") == GpuInfo("NVIDIA L4", (8, 9))  # UUID prefixes work too
+    assert smi_gpu(csv, 1, "2,7,0") is None  # the list ends at the first entry that matches no GPU
+    assert smi_gpu(csv, 0, "") is None and smi_gpu(csv, 0, "-1") is None  # nothing visible
+    assert smi_gpu(csv, 3, None) is None

@@ -167,19 +167,24 @@ public:
     void infer() override {
         cuda_check(cudaSetDevice(gpu_), "cudaSetDevice");
         // output shapes follow from the input shapes: check they fit before the GPU writes anything
+        size_t batch = 0, run_batch = 0;  // the callers' batch, and the one the engine runs (padded up to its minimum)
         for (auto &io : io_) {
-            if (io.input) {
-                if (io.shape.rank == 0) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": infer() before input " + io.name);
-                continue;
-            }
+            if (!io.input) continue;
+            if (io.shape.rank == 0) throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": infer() before input " + io.name);
+            batch = io.shape.d[0];
+            run_batch = io.run.d[0];
+        }
+        for (auto &io : io_) {
+            if (io.input) continue;
             io.shape = from_trt(context_->getTensorShape(io.name.c_str()), io.name);
             if (io.shape.count() > io.max.count())
                 throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": output " + io.name + " " + io.shape.str() +
                                                            " exceeds its buffer " + io.max.str());
+            if (run_batch != batch && io.shape.rank && io.shape.d[0] == run_batch) io.shape.d[0] = batch;  // unpad
         }
         for (auto &io : io_) {
             if (!io.input) continue;
-            const size_t n = io.shape.count();
+            const size_t n = io.run.count();
             if (io.type == nvinfer1::DataType::kHALF) floats_to_halves(io.host.data(), static_cast<uint16_t *>(io.staging), n);
             cuda_check(cudaMemcpyAsync(io.device, io.staging, n * element_size(io.type), cudaMemcpyHostToDevice, stream_),
                        path_ + ": copying " + io.name + " to the GPU");
@@ -235,7 +240,8 @@ private:
         std::string name;
         bool input = false;
         nvinfer1::DataType type = nvinfer1::DataType::kFLOAT;
-        Dims min, max, shape;
+        Dims min, max, shape;  // shape: what callers gave (inputs) or read (outputs)
+        Dims run;              // inputs: the shape the engine runs, batch padded up to the profile's minimum
         void *device = nullptr;   // max-size device buffer, bound to the context once
         void *staging = nullptr;  // pinned host buffer, max size: the copies to and from the GPU go through it
         std::vector<float> host;  // FP16 tensors only: the FP32 values callers write/read, converted on the host
@@ -293,17 +299,24 @@ private:
         throw Error(STYLEID_EDGE_ERR_INTERNAL, path_ + ": no input " + std::to_string(i));
     }
 
+    // A batch below the profile's minimum (an engine built with --min-batch > 1, or the tail of a video)
+    // runs padded up to that minimum: the padding rows are zeroed here and their outputs never reach callers.
     void set_shape(Io &io, const Dims &shape) {
-        bool fits = shape.rank == io.max.rank;
-        for (size_t k = 0; fits && k < shape.rank; ++k) fits = shape.d[k] >= io.min.d[k] && shape.d[k] <= io.max.d[k];
+        bool fits = shape.rank == io.max.rank && shape.rank > 0;
+        for (size_t k = 0; fits && k < shape.rank; ++k)
+            fits = shape.d[k] >= (k ? io.min.d[k] : 1) && shape.d[k] <= io.max.d[k];
         if (!fits)
             throw Error(STYLEID_EDGE_ERR_ARGUMENT, engine_path_ + ": input " + io.name + " shape " + shape.str() +
                                                        " is outside the engine's profile " + io.min.str() + " .. " +
                                                        io.max.str() + "; lower options.batch_size or rebuild with a "
                                                        "larger --max-batch (styleid-edge export tensorrt)");
-        if (!context_->setInputShape(io.name.c_str(), to_trt(shape)))
-            throw Error(STYLEID_EDGE_ERR_INFERENCE, engine_path_ + ": setInputShape " + shape.str() + " failed");
+        Dims run = shape;
+        run.d[0] = std::max(shape.d[0], io.min.d[0]);
+        if (!context_->setInputShape(io.name.c_str(), to_trt(run)))
+            throw Error(STYLEID_EDGE_ERR_INFERENCE, engine_path_ + ": setInputShape " + run.str() + " failed");
+        if (run.d[0] > shape.d[0]) std::fill(io.data + shape.count(), io.data + run.count(), 0.f);
         io.shape = shape;
+        io.run = run;
     }
 
     std::string path_, role_, engine_path_, describe_;

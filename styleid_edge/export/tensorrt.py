@@ -9,9 +9,9 @@ and the runtime's ``tensorrt`` backend (``runtime/trt_backend.py``) both go thro
   dimensions as exported (:func:`profile_shapes`).
 - **Engine cache.** ``<cache>/<role>-<key16>.engine`` (+ a ``.json`` sidecar saying what it is), key =
   sha256 of (GPU name, compute capability, TensorRT version, the ONNX file's sha256, the precision
-  settings, the profile, :data:`RECIPE`) (:func:`cache_key`). A second run finds the file and
-  says "loaded from cache" instead of building. Default cache: ``$STYLEID_EDGE_TRT_CACHE`` or
-  ``~/.cache/styleid-edge/tensorrt``.
+  settings, the profile, the builder's optimisation level and workspace, :data:`RECIPE`)
+  (:func:`cache_key`). A second run finds the file and says "loaded from cache" instead of building.
+  Default cache: ``$STYLEID_EDGE_TRT_CACHE`` or ``~/.cache/styleid-edge/tensorrt``.
 - **Timing cache.** One file per GPU + TensorRT version (``timing-<key16>.cache``), read before and
   written after every build, so later builds (other models, other precisions) skip tactic timing.
 - **Precision, TensorRT 10.x** (weakly typed networks): ``BuilderFlag.FP16`` / ``INT8`` with
@@ -192,14 +192,43 @@ def gpu_info(device_id: int = 0) -> GpuInfo:
         cuda_error = exc
     smi = shutil.which("nvidia-smi")
     if smi:
-        out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
-        rows = [r.rsplit(",", 1) for r in out.stdout.strip().splitlines() if "," in r]
-        if out.returncode == 0 and len(rows) > device_id:
-            name, cap = rows[device_id]
-            major, _, minor = cap.strip().partition(".")
-            return GpuInfo(name.strip(), (int(major), int(minor or 0)))
+        out = subprocess.run([smi, "--query-gpu=index,uuid,name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0:
+            gpu = smi_gpu(out.stdout, device_id, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            if gpu is not None:
+                return gpu
     raise TensorRTError(f"{NO_GPU_HINT} ({cuda_error})")
+
+
+def smi_gpu(csv: str, device_id: int, visible: str | None) -> GpuInfo | None:
+    """CUDA device ``device_id`` from ``nvidia-smi --query-gpu=index,uuid,name,compute_cap`` rows.
+
+    nvidia-smi lists every GPU; CUDA numbers only those in ``CUDA_VISIBLE_DEVICES`` (indices or
+    ``GPU-`` UUID prefixes, in the order given; the list ends at the first entry it cannot match).
+    """
+    rows = []
+    for line in csv.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 4:
+            rows.append((parts[0], parts[1], ",".join(parts[2:-1]), parts[-1]))
+    if visible is not None:
+        chosen = []
+        for token in visible.split(","):
+            token = token.strip()
+            match = [r for r in rows if (token.isdigit() and r[0] == str(int(token)))
+                     or (token.startswith("GPU-") and r[1].startswith(token))]
+            if len(match) != 1 or match[0] in chosen:
+                break
+            chosen.append(match[0])
+        rows = chosen
+    if not 0 <= device_id < len(rows):
+        return None
+    _, _, name, cap = rows[device_id]
+    major, _, minor = cap.partition(".")
+    if not major.isdigit():
+        return None
+    return GpuInfo(name, (int(major), int(minor) if minor.isdigit() else 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,12 +278,19 @@ def role_profile(pack: ModelPack, role: str, config: BuildConfig) -> dict[str, t
 
 
 def cache_key(gpu: GpuInfo, trt_version: str, onnx_sha256: str, precision: dict[str, Any],
-              profile: dict[str, tuple]) -> str:
+              profile: dict[str, tuple], builder: dict[str, Any] | None = None) -> str:
     """sha256 over everything an engine depends on; the same inputs give the same key on every run."""
     doc = {"gpu": gpu.name, "compute_capability": list(gpu.compute_capability), "tensorrt": str(trt_version),
            "onnx_sha256": onnx_sha256, "precision": precision,
            "profile": {k: [list(s) for s in v] for k, v in sorted(profile.items())}, "recipe": RECIPE}
+    if builder:
+        doc["builder"] = builder
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def builder_settings(config: BuildConfig) -> dict[str, Any]:
+    """The builder settings that change which tactics an engine gets (part of the cache key)."""
+    return {"optimization_level": config.builder_optimization_level, "workspace_gb": float(config.workspace_gb)}
 
 
 def timing_cache_name(gpu: GpuInfo, trt_version: str) -> str:
@@ -514,7 +550,7 @@ def engine_for(pack: ModelPack, role: str, config: BuildConfig, *, trt: Any = No
     onnx_sha = file_sha256(onnx_path)
     profile = role_profile(pack, role, config)
     plan = precision_plan(pack, role, config, version)
-    key = cache_key(gpu, version, onnx_sha, plan, profile)
+    key = cache_key(gpu, version, onnx_sha, plan, profile, builder_settings(config))
     cache = config.cache
     timing = cache / timing_cache_name(gpu, version)
     if config.device_id:  # TensorRT builds and deserializes on the current CUDA device: make it the one keyed
@@ -534,6 +570,9 @@ def engine_for(pack: ModelPack, role: str, config: BuildConfig, *, trt: Any = No
                 data = calibration_arrays(pack, config).get(role)
             if data is None:
                 raise TensorRTError(f"{role}: no calibration inputs for INT8; give --calib-data DIR with face photos")
+            if len(profile) != 1:  # the calibrated roles (CALIBRATED_ROLES) each take one input
+                raise TensorRTError(f"{role}: the INT8 calibrator feeds one input, this model has {sorted(profile)}; "
+                                    "build it without --int8")
             name = next(iter(profile))
             calibrator = make_entropy_calibrator(trt, CalibrationBatches({name: data}, config.calib_batch),
                                                  cache / "calibration" / f"{role}-{key[:16]}.cache")
@@ -542,7 +581,8 @@ def engine_for(pack: ModelPack, role: str, config: BuildConfig, *, trt: Any = No
                                 fp32_onnx_for_constraints=onnx_path)
 
     meta = {"gpu": gpu.name, "compute_capability": gpu.sm, "tensorrt": version, "onnx": str(onnx_path),
-            "onnx_sha256": onnx_sha, "precision": plan, "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
+            "onnx_sha256": onnx_sha, "precision": plan, "builder": builder_settings(config),
+            "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
     rec = ensure_engine(role, key, cache, build, _engine_loads(trt), meta)
     return rec
 
@@ -591,6 +631,7 @@ def export_tensorrt(pack: ModelPack | str | Path, config: BuildConfig,
     return records
 
 
-__all__ = ["BuildConfig", "CalibrationBatches", "EngineRecord", "GpuInfo", "TensorRTError", "cache_key",
-           "engine_for", "ensure_engine", "export_tensorrt", "gpu_info", "import_tensorrt", "make_entropy_calibrator",
-           "onnx_input_dims", "precision_plan", "profile_shapes", "role_profile", "timing_cache_name"]
+__all__ = ["BuildConfig", "CalibrationBatches", "EngineRecord", "GpuInfo", "TensorRTError", "builder_settings",
+           "cache_key", "engine_for", "ensure_engine", "export_tensorrt", "gpu_info", "import_tensorrt",
+           "make_entropy_calibrator", "onnx_input_dims", "precision_plan", "profile_shapes", "role_profile", "smi_gpu",
+           "timing_cache_name"]

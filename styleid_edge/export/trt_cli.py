@@ -44,7 +44,9 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
              "calib_data": config.calib_data if config.int8 else None,
              "calib_synthetic": (config.calib_synthetic if config.int8 and not config.calib_data
                                  and config.calib_synthetic != 32 else None),
-             "device_id": config.device_id or None}
+             "device_id": config.device_id or None,
+             "builder_optimization_level": config.builder_optimization_level,
+             "workspace_gb": config.workspace_gb if config.workspace_gb != 4.0 else None}
     print(f"{len(records)} engines: {built} built, {len(records) - built} loaded from cache. "
           f"Run with: styleid-edge anonymize ... --backend tensorrt"
           + "".join(f" --backend-option {k}={v}" for k, v in keyed.items() if v is not None))
