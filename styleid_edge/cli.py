@@ -81,6 +81,20 @@ def cmd_pack_info(args: argparse.Namespace) -> int:
         print(pack.manifest.to_json())
     else:
         print(_pack_summary(pack))
+    if not args.verify:
+        return 0
+    results = pack.verify_files()
+    for name, status in results:
+        print(f"  {status:<10} {name}", file=sys.stderr if args.json else sys.stdout)
+    bad = [name for name, status in results if status in ("changed", "missing")]
+    if bad:
+        print(f"error: {len(bad)} pack file(s) differ from the checksums in {pack.root / 'manifest.json'}: "
+              f"{', '.join(bad)}. Copy the pack again from its source, or rebuild it with `styleid-edge export`.",
+              file=sys.stderr)
+        return 2
+    if any(status == "unrecorded" for _, status in results):
+        print("note: this pack was written before packs recorded checksums; nothing to compare against "
+              "(re-export it to add them)", file=sys.stderr)
     return 0
 
 
@@ -223,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     pi = pk.add_parser("info", help="validate a pack and print what is in it")
     pi.add_argument("pack")
     pi.add_argument("--json", action="store_true")
+    pi.add_argument("--verify", action="store_true",
+                    help="hash every model and rank file against the manifest's checksums (exit 2 on a mismatch)")
     pi.set_defaults(func=cmd_pack_info)
 
     from .bench.cli import register_bench

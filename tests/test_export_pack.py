@@ -126,6 +126,44 @@ def test_pack_info_rejects_tampered_manifest(tmp_path, tiny_pack, capsys):
     assert "nothere does not exist" in capsys.readouterr().err
 
 
+def test_pack_records_checksums_and_info_verify_catches_a_changed_or_missing_file(tmp_path, tiny_pack, capsys):
+    import hashlib
+    import shutil
+
+    from styleid_edge.runtime.pack import ModelPack
+
+    m = tiny_pack.manifest
+    assert set(m.checksums) == set(m.files.values()) and len(m.checksums) == 6
+    syn = m.files["synthesis"]
+    assert m.checksums[syn] == hashlib.sha256((tiny_pack.root / syn).read_bytes()).hexdigest()
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_pack.root, copy)
+    assert cli_main(["pack", "info", str(copy), "--verify"]) == 0
+    assert f"ok         {syn}" in capsys.readouterr().out
+    # a bit flipped in transit (the file still parses as a pack file): caught
+    data = bytearray((copy / syn).read_bytes())
+    data[-100] ^= 0x01
+    (copy / syn).write_bytes(bytes(data))
+    assert cli_main(["pack", "info", str(copy), "--verify"]) == 2
+    out, err = capsys.readouterr()
+    assert f"changed    {syn}" in out and "1 pack file(s) differ" in err and syn in err
+    # a later calibration step rewrites the manifest: the changed file keeps its old checksum (still caught),
+    # files it writes get new ones
+    pack = ModelPack.load(copy)
+    np.save(copy / "extra_rank.npy", np.arange(3))
+    pack.manifest.ranks = {"channels": "extra_rank.npy"}
+    pack.save_manifest(written=["extra_rank.npy"])
+    after = ModelPack.load(copy)
+    assert after.manifest.checksums[syn] == m.checksums[syn] and "extra_rank.npy" in after.manifest.checksums
+    assert dict(after.verify_files())[syn] == "changed" and dict(after.verify_files())["extra_rank.npy"] == "ok"
+    # a pack from before checksums: nothing to compare, said so, exit 0
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw.pop("checksums")
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    assert cli_main(["pack", "info", str(copy), "--verify"]) == 0
+    assert "before packs recorded checksums" in capsys.readouterr().err
+
+
 def test_export_into_a_new_nested_folder(tmp_path):
     code = cli_main(["export", "--synthetic", "8", "--out", str(tmp_path / "packs" / "demo")])
     assert code == 0

@@ -48,6 +48,8 @@ def test_int8_pack_loads_with_qdq_models(tiny_pack, int8_result):
     assert q["calibration"].startswith("synthetic:8") and q["format"] == "QDQ"
     assert "int8" in pack.manifest.provenance and pack.manifest.synthetic
     assert pack.manifest.files["synthesis"].endswith(".int8.onnx")
+    checks = dict(pack.verify_files())  # the quantized files' checksums, not the float ones'
+    assert set(checks) == set(pack.manifest.files.values()) and set(checks.values()) == {"ok"}
     umask = os.umask(0)
     os.umask(umask)
     assert pack.root.stat().st_mode & 0o777 == 0o777 & ~umask  # staged owner-only, published as the umask allows

@@ -318,3 +318,14 @@ def test_cli_two_sources_share_one_model(tiny_pack, tmp_path, capsys):
         files = list((out / f"source-{i}").glob("*.mp4"))
         assert len(files) == 1 and probe(files[0], count=True).frame_count >= 1, err
     assert "[source-1 " in err and "[source-2 " in err
+
+
+def test_several_sources_with_a_file_name_output_write_files_beside_it_not_a_folder_named_like_a_file():
+    from pathlib import Path
+
+    from styleid_edge.runtime.live.cli import output_target
+
+    assert output_target(Path("out/cam.mp4"), 0, 1) == Path("out/cam.mp4")
+    assert output_target(Path("out/cam.mp4"), 1, 2) == Path("out/cam-source-2.mp4")
+    assert output_target(Path("out/cam.MKV"), 0, 3) == Path("out/cam-source-1.MKV")
+    assert output_target(Path("out/clips"), 2, 3) == Path("out/clips/source-3")

@@ -465,3 +465,26 @@ def test_models_build_end_to_end(drive, tmp_path, capsys):
     line = next(ln for ln in listing.splitlines() if ln.startswith("stylegan2-ffhq-config-f.pt"))
     assert "locked" in line and str(out) in line
     assert "NON-COMMERCIAL" in listing
+
+
+def test_a_junk_file_put_in_the_cache_by_hand_is_refused_not_recorded(tmp_path, capsys):
+    """A browser 'download' that saved Google Drive's warning page under the weight's name must not get its
+    sha256 recorded as the trusted one (no network here: the file is already in the cache)."""
+    junk = tmp_path / "stylegan2-ffhq-config-f.pt"
+    junk.write_bytes(b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>")
+    code = run_cli(["models", "fetch", "stylegan2-ffhq-config-f.pt", "--dir", str(tmp_path), "--verify",
+                    "--accept-licence"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not the model file: it is an HTML page" in err and "drive.google.com" in err
+    assert LockFile.load(tmp_path / LOCK_NAME).get("stylegan2-ffhq-config-f.pt") is None
+    (tmp_path / "channels_rank.npy").write_bytes(b"")
+    with pytest.raises(IntegrityError, match="it is empty"):
+        fetch(["channels_rank.npy"], tmp_path, accept_licence=True, opts=FAST)
+    # the real formats are recorded: a torch.save zip and an .npy
+    junk.write_bytes(b"PK\x03\x04" + _blob(1000))
+    buf = io.BytesIO()
+    np.save(buf, np.arange(4))
+    (tmp_path / "channels_rank.npy").write_bytes(buf.getvalue())
+    results = fetch(["stylegan2-ffhq-config-f.pt", "channels_rank.npy"], tmp_path, accept_licence=True, opts=FAST)
+    assert [r.status for r in results] == ["recorded", "recorded"]
+    assert LockFile.load(tmp_path / LOCK_NAME).get("channels_rank.npy").size == len(buf.getvalue())

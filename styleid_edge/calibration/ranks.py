@@ -434,6 +434,6 @@ def write_ranks(pack: Any, result: RankResult) -> dict[str, str]:
                     PACK_GROUP_SIZE, result.info.get("group_size"))
     pack.manifest.ranks = ranks
     pack.manifest.provenance = {**pack.manifest.provenance, "calibrate_ranks": result.info}
-    pack.save_manifest()
+    pack.save_manifest(written=ranks.values())
     log.info("identity ranks written to %s (%s)", pack.root, ", ".join(ranks.values()))
     return ranks

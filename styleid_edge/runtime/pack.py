@@ -13,10 +13,11 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
+from ..files import sha256_file
 from .stylespace import StyleLayer, style_dim_total, stylespace_layout
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)  # sources: [{role, file, sha256}], tool version
     synthetic: bool = False  # made from random / synthetic weights, not a trained checkpoint
     licences: list[str] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256 of every model and rank file
     format_version: int = FORMAT_VERSION
+
+    def listed_files(self) -> list[str]:
+        """The file names the manifest points at (models, then identity ranks), each once."""
+        return list(dict.fromkeys([*self.files.values(), *self.ranks.values()]))
 
     @property
     def layers(self) -> list[StyleLayer]:
@@ -117,6 +123,14 @@ class Manifest:
         need(isinstance(self.synthetic, bool), "synthetic must be true or false")
         need(isinstance(self.licences, list) and all(isinstance(s, str) for s in self.licences),
              "licences must be a list of strings")
+        need(isinstance(self.checksums, dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) == 64
+                                                      for k, v in self.checksums.items()),
+             "checksums must map file names to sha256 hex digests")
+
+
+def file_checksums(root: Path, names: list[str]) -> dict[str, str]:
+    """name -> sha256 of each file under ``root`` (what ``manifest.checksums`` holds)."""
+    return {name: sha256_file(Path(root) / name) for name in names}
 
 
 def _is_plain_name(name: str) -> bool:
@@ -180,7 +194,30 @@ class ModelPack:
         arr = np.load(self.path(name), allow_pickle=False)
         return arr
 
-    def save_manifest(self) -> None:
+    def verify_files(self) -> list[tuple[str, str]]:
+        """(file name, "ok" | "changed" | "missing" | "unrecorded") for every file the manifest lists:
+        the sha256 of each against ``manifest.checksums`` (packs written before checksums say "unrecorded")."""
+        out = []
+        for name in self.manifest.listed_files():
+            path = self.path(name)
+            want = self.manifest.checksums.get(name)
+            if not path.is_file():
+                out.append((name, "missing"))
+            elif want is None:
+                out.append((name, "unrecorded"))
+            else:
+                out.append((name, "ok" if sha256_file(path) == want else "changed"))
+        return out
+
+    def save_manifest(self, written: Iterable[str] = ()) -> None:
+        """Write ``manifest.json`` (atomically). Checksums: the files in ``written`` (just written by the
+        caller) and listed files without one are hashed now; the others keep theirs, so a file that changed
+        on disk behind the pack's back is still caught by ``pack info --verify``."""
+        names, fresh = self.manifest.listed_files(), set(written)
+        old = self.manifest.checksums
+        self.manifest.checksums = {n: old[n] for n in names if n in old and n not in fresh}
+        self.manifest.checksums.update(file_checksums(self.root, [n for n in names if n not in self.manifest.checksums]))
+        self.manifest.checksums = {n: self.manifest.checksums[n] for n in names}
         self.manifest.validate(str(self.root / MANIFEST))
         tmp = self.root / (MANIFEST + ".tmp")
         tmp.write_text(self.manifest.to_json())

@@ -201,7 +201,7 @@ def build_from_cache(out: str | os.PathLike[str], cache_dir: str | os.PathLike[s
             log.info("%s: %d W+ codes -> %s", by_role["calibration"].name, len(lat), CALIBRATION_FILE)
         if (result.ranks or result.calibration_latents) and not any(CELEBA_TERMS in lic for lic in m.licences):
             m.licences.append(f"StyleID identity ranks / CelebA-HQ latents: {CELEBA_TERMS}")
-        pack.save_manifest()
+        pack.save_manifest(written=m.ranks.values())
         if out.exists():
             shutil.rmtree(out)
         staging.replace(out)

@@ -85,6 +85,31 @@ class LockFile:
         tmp.replace(self.path)
 
 
+FORMAT_MAGIC = {".pt": (b"PK\x03\x04", b"\x80"), ".pth": (b"PK\x03\x04", b"\x80"), ".npy": (b"\x93NUMPY",)}
+FORMAT_NAME = {".pt": "PyTorch checkpoint", ".pth": "PyTorch checkpoint", ".npy": "NumPy array"}
+
+
+def format_problem(path: Path) -> str | None:
+    """Why ``path`` is not the kind of file its suffix says (torch.save zip/pickle, .npy), or None.
+
+    Catches what a browser or a quota page leaves behind under a weight file's name (an HTML page,
+    an empty or cut-off file) before its sha256 is recorded as the trusted one.
+    """
+    magics = FORMAT_MAGIC.get(path.suffix.lower())
+    if magics is None:
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        return "it is empty"
+    if head.startswith(magics):
+        return None
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<head", b"<!--", b"<?xml")):
+        return "it is an HTML page (a download page or quota message saved instead of the file)"
+    return f"it does not start like a {FORMAT_NAME[path.suffix.lower()]} ({head[:8]!r})"
+
+
 @dataclass
 class VerifyResult:
     name: str

@@ -29,7 +29,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from .cache import LOCK_NAME, LockFile, resolve_cache_dir, sha256_file, verify_file
+from .cache import LOCK_NAME, LockFile, format_problem, resolve_cache_dir, sha256_file, verify_file
 from .errors import (
     HostRefusedError,
     IncompleteDownloadError,
@@ -378,6 +378,12 @@ def fetch(names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] 
 def _check_cached(spec: WeightFile, path: Path, lock: LockFile, verify: bool) -> FetchResult:
     entry = lock.get(spec.name)
     size = path.stat().st_size
+    if entry is None:  # first sight of a file put here by hand: check what it is before trusting its sha256
+        problem = format_problem(path)
+        if problem:
+            raise IntegrityError(
+                f"{spec.name}: cached file {path} is not the model file: {problem}. Delete it and run "
+                f"`styleid-edge models fetch {spec.name}`, or download it again by hand: {spec.browser_url}")
     if verify or entry is None:
         r = verify_file(path, lock, drive_id=spec.drive_id, expected_sha256=spec.sha256)
         if r.status == "mismatch":

@@ -25,12 +25,24 @@ POSITIVE = number_in(float, 0.0, 1e9, low_open=True)
 METHODS = ["latent", "pixel", "swapper", "donor", "blur", "pixelate"]
 
 
+def output_target(output: Path, index: int, n_sources: int) -> Path:
+    """Where source ``index`` writes: ``output`` itself for one source; with several, ``DIR/source-N/`` for a
+    folder and ``NAME-source-N.mp4`` beside it for a file name (not a folder called NAME.mp4)."""
+    from .sinks import VIDEO_SUFFIXES
+
+    if n_sources == 1:
+        return output
+    if output.suffix.lower() in VIDEO_SUFFIXES:
+        return output.with_name(f"{output.stem}-source-{index + 1}{output.suffix}")
+    return output / f"source-{index + 1}"
+
+
 def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source_main", metavar="SOURCE", nargs="?",
                    help="camera index (0), device (/dev/video0), stream URL (rtsp://, http://, udp://...) "
                         "or a video file (played at its own frame rate)")
     p.add_argument("--source", action="append", default=[], help="another source (repeatable); each gets its "
-                   "own outputs (OUTPUT/source-N/, MJPEG and UDP port + N, its own --push URL) and shares the "
+                   "own outputs (OUTPUT/source-N/ or NAME-source-N.mp4, MJPEG and UDP port + N, its own --push URL) and shares the "
                    "models: the faces of all sources are generated together, one batch per tick")
     p.add_argument("-o", "--output", help="folder (or NAME.mp4) for segmented H.264 files")
     p.add_argument("--segment-seconds", type=NON_NEGATIVE, default=60.0,
@@ -147,7 +159,7 @@ def _build(args: argparse.Namespace):
             fps = args.fps or getattr(getattr(source, "info", None), "fps", None) or 25.0
             sinks = []
             if args.output:
-                target = Path(args.output) if len(specs) == 1 else Path(args.output) / f"source-{i + 1}"
+                target = output_target(Path(args.output), i, len(specs))
                 sinks.append(SegmentedFileSink(target, args.segment_seconds, fps=float(fps), crf=args.crf))
             if args.serve_mjpeg:
                 host, port = parse_hostport(args.serve_mjpeg)
