@@ -397,3 +397,15 @@ def test_images_to_crops_values_channel_order_and_resizing():
         got = images_to_crops(imgs, size)
         assert got.shape == (3, size, size, 3)
         assert int(np.abs(got.astype(int) - ref).max()) <= 1  # rounding of exact halves may differ
+
+
+def test_a_threshold_high_enough_to_let_faces_through_is_warned_about(tmp_path, caplog):
+    out = tmp_path / "o.jpg"
+    report = anonymize_path(PHOTOS / "obama.jpg", out, AnonymizerConfig(method="pixelate", detector_threshold=0.99),
+                            options=JobOptions(quiet=True))
+    notes = report.to_dict()["notes"]
+    assert any("--thresh 0.99 is high" in n and "UNCHANGED" in n for n in notes), notes
+    assert "--thresh 0.99 is high" in caplog.text
+    default = anonymize_path(PHOTOS / "obama.jpg", tmp_path / "d.jpg", AnonymizerConfig(method="pixelate"),
+                             options=JobOptions(quiet=True))
+    assert default.faces >= 1 and not any("is high" in n for n in default.to_dict()["notes"])

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -19,9 +20,13 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "styleid_edge.h"
 
 namespace {
+
+namespace fs = std::filesystem;
 
 const char *kUsage =
     "usage: styleid-edge-rt INPUT -o OUTPUT [options]\n"
@@ -41,12 +46,16 @@ const char *kUsage =
     "  --device NAME    OpenVINO device (default CPU), or TensorRT / TensorRT:N for the generative models\n"
     "                   on GPU N (a library built with TensorRT; engines from `styleid-edge export tensorrt`)\n"
     "  --engine-dir DIR TensorRT engine cache (default $STYLEID_EDGE_TRT_CACHE or ~/.cache/styleid-edge/tensorrt)\n"
-    "  --max-frames N   stop after N frames (cameras and streams)\n"
+    "  --max-frames N   stop after N frames (N >= 1; cameras and streams)\n"
     "  --rtsp-transport tcp|udp  RTSP transport (default: FFmpeg's, UDP then TCP)\n"
     "  --rtsp-listen    wait for a camera or encoder to push RTSP to INPUT (rtsp://0.0.0.0:8554/name)\n"
     "  --open-timeout S give up opening a stream after S seconds (default 30; with --rtsp-listen 600)\n"
     "  --read-timeout S a stream with no frame for S seconds has ended (default 30)\n"
-    "  -q, --quiet      no progress output\n";
+    "  -q, --quiet      no progress output\n"
+    "exit status: 0 done; 1 failed (a stream that cannot be opened included); 2 bad arguments or an unreadable\n"
+    "  input file (nothing written); 3 done with errors\n"
+    "  (the output was written but may be incomplete: a cut-off input, a read or write error); 130 a file input\n"
+    "  stopped by Ctrl-C (the output holds the frames done so far)\n";
 
 struct Args {
     std::string input, output, pack, method = "latent", detector, report, device, engine_dir;
@@ -61,8 +70,43 @@ struct Args {
 };
 
 [[noreturn]] void usage_error(const std::string &msg) {
-    std::fprintf(stderr, "styleid-edge-rt: %s\n%s", msg.c_str(), kUsage);
+    std::fprintf(stderr, "usage: styleid-edge-rt INPUT -o OUTPUT [options]  (--help lists them)\nstyleid-edge-rt: "
+                         "error: %s\n", msg.c_str());
     std::exit(2);
+}
+
+// The whole text must be the number ("12abc" and "" are refused).
+template <typename T>
+T number(const std::string &flag, const std::string &text, T (*conv)(const std::string &, size_t *)) {
+    size_t used = 0;
+    T v{};
+    try {
+        v = conv(text, &used);
+    } catch (const std::logic_error &) {
+        used = 0;
+    }
+    if (text.empty() || used != text.size()) usage_error("bad value for " + flag + ": '" + text + "' is not a number");
+    return v;
+}
+float to_float(const std::string &s, size_t *n) { return std::stof(s, n); }
+double to_double(const std::string &s, size_t *n) { return std::stod(s, n); }
+long to_long(const std::string &s, size_t *n) { return std::stol(s, n); }
+unsigned long long to_seed(const std::string &s, size_t *n) {
+    if (!s.empty() && s[0] == '-') throw std::invalid_argument("negative");  // stoull would wrap -1 to 2^64-1
+    return std::stoull(s, n);
+}
+
+bool image_path(const std::string &path) {
+    const size_t dot = path.find_last_of('.');
+    std::string s = dot == std::string::npos ? "" : path.substr(dot);
+    for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s == ".jpg" || s == ".jpeg" || s == ".png" || s == ".bmp";
+}
+
+// A URL, a camera index or a device: not a file that must exist.
+bool is_stream(const std::string &input) {
+    return input.find("://") != std::string::npos || input.rfind("/dev/", 0) == 0 ||
+           (input.size() <= 3 && input.find_first_not_of("0123456789") == std::string::npos);
 }
 
 Args parse(int argc, char **argv) {
@@ -73,33 +117,35 @@ Args parse(int argc, char **argv) {
     };
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
-        try {
-            if (k == "-h" || k == "--help") { std::printf("%s", kUsage); std::exit(0); }
-            else if (k == "-o" || k == "--output") a.output = value(i);
-            else if (k == "--pack") a.pack = value(i);
-            else if (k == "--method") a.method = value(i);
-            else if (k == "--strength") a.strength = std::stof(value(i));
-            else if (k == "--seed") a.seed = std::stoull(value(i));
-            else if (k == "--detector") a.detector = value(i);
-            else if (k == "--thresh") a.thresh = std::stof(value(i));
-            else if (k == "--weak-thresh") a.weak_thresh = std::stof(value(i));
-            else if (k == "--min-face") a.min_face = std::stoi(value(i));
-            else if (k == "--report") a.report = value(i);
-            else if (k == "--threads") a.threads = std::stoi(value(i));
-            else if (k == "--device") a.device = value(i);
-            else if (k == "--engine-dir") a.engine_dir = value(i);
-            else if (k == "--max-frames") a.max_frames = std::stol(value(i));
-            else if (k == "--rtsp-transport") a.rtsp_transport = value(i);
-            else if (k == "--rtsp-listen") a.listen = true;
-            else if (k == "--open-timeout") a.open_timeout = std::stod(value(i));
-            else if (k == "--read-timeout") a.read_timeout = std::stod(value(i));
-            else if (k == "-q" || k == "--quiet") a.quiet = true;
-            else if (!k.empty() && k[0] == '-' && k != "-") usage_error("unknown option " + k);
-            else if (a.input.empty()) a.input = k;
-            else usage_error("unexpected argument " + k);
-        } catch (const std::logic_error &) {
-            usage_error("bad value for " + k);
+        if (k == "-h" || k == "--help") { std::printf("%s", kUsage); std::exit(0); }
+        else if (k == "-o" || k == "--output") a.output = value(i);
+        else if (k == "--pack") a.pack = value(i);
+        else if (k == "--method") a.method = value(i);
+        else if (k == "--strength") {
+            a.strength = number(k, value(i), to_float);
+            if (!(a.strength > 0.f && a.strength <= 1.f)) usage_error("--strength must be in (0, 1]");
         }
+        else if (k == "--seed") a.seed = number(k, value(i), to_seed);
+        else if (k == "--detector") a.detector = value(i);
+        else if (k == "--thresh") a.thresh = number(k, value(i), to_float);
+        else if (k == "--weak-thresh") a.weak_thresh = number(k, value(i), to_float);
+        else if (k == "--min-face") a.min_face = static_cast<int>(number(k, value(i), to_long));
+        else if (k == "--report") a.report = value(i);
+        else if (k == "--threads") a.threads = static_cast<int>(number(k, value(i), to_long));
+        else if (k == "--device") a.device = value(i);
+        else if (k == "--engine-dir") a.engine_dir = value(i);
+        else if (k == "--max-frames") {
+            a.max_frames = number(k, value(i), to_long);
+            if (a.max_frames < 1) usage_error("--max-frames must be >= 1");
+        }
+        else if (k == "--rtsp-transport") a.rtsp_transport = value(i);
+        else if (k == "--rtsp-listen") a.listen = true;
+        else if (k == "--open-timeout") a.open_timeout = number(k, value(i), to_double);
+        else if (k == "--read-timeout") a.read_timeout = number(k, value(i), to_double);
+        else if (k == "-q" || k == "--quiet") a.quiet = true;
+        else if (!k.empty() && k[0] == '-' && k != "-") usage_error("unknown option " + k);
+        else if (a.input.empty()) a.input = k;
+        else usage_error("unexpected argument " + k);
     }
     if (a.input.empty() || a.output.empty()) usage_error("INPUT and -o OUTPUT are required");
     if (a.pack.empty()) {
@@ -109,8 +155,12 @@ Args parse(int argc, char **argv) {
     }
     if (a.method != "latent" && a.method != "pixelate") usage_error("--method must be latent or pixelate");
     if (!(a.thresh > 0.f && a.thresh <= 1.f)) usage_error("--thresh must be in (0, 1]");
+    if (a.thresh > 0.9f)
+        std::fprintf(stderr, "styleid-edge-rt: WARNING: --thresh %g is high: faces the detector scores lower stay "
+                             "UNCHANGED in the output (sharp frontal faces often score 0.8-0.95)\n", a.thresh);
     if (!(a.weak_thresh >= 0.f && a.weak_thresh <= 1.f)) usage_error("--weak-thresh must be in [0, 1]");
     if (a.min_face < 0) usage_error("--min-face must be >= 0");
+    if (a.threads < 0) usage_error("--threads must be >= 0");
     if (!a.rtsp_transport.empty() && a.rtsp_transport != "tcp" && a.rtsp_transport != "udp")
         usage_error("--rtsp-transport must be tcp or udp");
     const bool rtsp = a.input.rfind("rtsp://", 0) == 0;
@@ -118,6 +168,23 @@ Args parse(int argc, char **argv) {
         usage_error("--rtsp-listen and --rtsp-transport need an rtsp:// INPUT");
     if (a.open_timeout < 0) a.open_timeout = a.listen ? 600 : 30;
     if (a.open_timeout <= 0 || a.read_timeout <= 0) usage_error("--open-timeout and --read-timeout must be > 0");
+    std::error_code ec;
+    if (!is_stream(a.input) && !fs::exists(a.input, ec)) usage_error(a.input + ": no such file (check the path)");
+    if (fs::exists(a.input, ec) && fs::exists(a.output, ec) && fs::equivalent(a.input, a.output, ec))
+        usage_error("output " + a.output + " is the input: choose another output path (the input is never "
+                    "overwritten)");
+    if (image_path(a.output) && !image_path(a.input))
+        usage_error("output " + a.output + " is an image, the input a video or stream: only its last frame would "
+                    "be kept; write a video (.mp4, .mkv, .avi)");
+    if (!a.report.empty()) {
+        const fs::path report(a.report), folder = report.parent_path().empty() ? fs::path(".") : report.parent_path();
+        if (fs::is_directory(report, ec)) usage_error("--report " + a.report + " is a folder; give a file name");
+        if (!fs::is_directory(folder, ec))
+            usage_error("--report " + a.report + ": the folder " + folder.string() + " does not exist");
+    }
+    const bool device_trt = a.device.rfind("TensorRT", 0) == 0 || a.device.rfind("tensorrt", 0) == 0;
+    if (!a.engine_dir.empty() && !device_trt)
+        std::fprintf(stderr, "styleid-edge-rt: note: --engine-dir is used only with --device TensorRT\n");
     return a;
 }
 
@@ -198,8 +265,9 @@ std::string json_string(const std::string &text) {
     return out + "\"";
 }
 
-void write_report(const Args &a, const Totals &t, double seconds, const std::string &error) {
-    if (a.report.empty()) return;
+bool write_report(const Args &a, const Totals &t, double seconds, const std::string &error,
+                  const std::vector<std::string> &warnings) {
+    if (a.report.empty()) return true;
     std::ofstream out(a.report);
     auto map_json = [](const std::map<std::string, long> &m) {
         std::string s = "{";
@@ -211,7 +279,12 @@ void write_report(const Args &a, const Totals &t, double seconds, const std::str
         << ",\n  \"faces_held\": " << t.held << ",\n  \"by_method\": " << map_json(t.by_method)
         << ",\n  \"fallbacks\": " << map_json(t.fallbacks) << ",\n  \"seconds\": " << seconds
         << ",\n  \"stopped_by_signal\": " << (g_signalled ? "true" : "false")
-        << ",\n  \"error\": " << (error.empty() ? "null" : json_string(error)) << "\n}\n";
+        << ",\n  \"error\": " << (error.empty() ? "null" : json_string(error)) << ",\n  \"warnings\": [";
+    for (size_t i = 0; i < warnings.size(); ++i) out << (i ? ", " : "") << json_string(warnings[i]);
+    out << "]\n}\n";
+    out.close();
+    if (!out) std::fprintf(stderr, "styleid-edge-rt: could not write the report %s\n", a.report.c_str());
+    return static_cast<bool>(out);
 }
 
 int fail(const std::string &what) {
@@ -242,7 +315,12 @@ int main(int argc, char **argv) {
     if (styleid_edge_create(a.pack.c_str(), &opt, &rt) != STYLEID_EDGE_OK) return fail("loading " + a.pack);
     styleid_edge_info info;
     styleid_edge_get_info(rt, &info);
-    if (!a.quiet) std::fprintf(stderr, "styleid-edge-rt: %s\n", styleid_edge_describe(rt));
+    const std::string runs = styleid_edge_describe(rt);
+    if (!a.quiet) std::fprintf(stderr, "styleid-edge-rt: %s\n", runs.c_str());
+    if (runs.find("identity ranks: structural prior") != std::string::npos)
+        std::fprintf(stderr, "styleid-edge-rt: note: pack %s has no calibrated identity ranks; the latent method uses "
+                             "a structural prior (run `styleid-edge calibrate ranks --pack %s` for the calibrated "
+                             "ones)\n", a.pack.c_str(), a.pack.c_str());
     if (info.synthetic && !a.quiet)
         std::fprintf(stderr, "styleid-edge-rt: model pack %s is SYNTHETIC (random weights): faces are replaced by "
                              "generated textures, not natural faces\n", a.pack.c_str());
@@ -262,7 +340,7 @@ int main(int argc, char **argv) {
                                            a.open_timeout, a.input.c_str());
     if (styleid_edge_reader_open_with(a.input.c_str(), &ropt, &reader, &width, &height, &fps) != STYLEID_EDGE_OK) {
         styleid_edge_destroy(rt);
-        return fail("opening " + a.input);
+        return fail("opening " + a.input) + (is_stream(a.input) ? 0 : 1);  // an unreadable file is bad input: 2
     }
     // from here on Ctrl-C stops reading and finishes the output (during the open it ends the process at once:
     // nothing was written yet)
@@ -289,14 +367,17 @@ int main(int argc, char **argv) {
         if (error.empty()) error = e + ": " + styleid_edge_last_error();
         stop = true;
     };
+    const int64_t expected_frames = styleid_edge_reader_frame_count(reader);  // -1: a stream or camera
+    long frames_read = 0;
+    bool hit_max = false;
     std::thread decoder([&] {
-        long n = 0;
         int idx = 0, got = 0;
-        while (!stop && !g_signalled && (a.max_frames < 0 || n < a.max_frames) && free_q.pop(idx)) {
+        while (!stop && !g_signalled && free_q.pop(idx)) {
+            if (a.max_frames > 0 && frames_read >= a.max_frames) { hit_max = true; free_q.push(idx); break; }
             if (styleid_edge_reader_read(reader, pool[idx].data(), 0, &got) != STYLEID_EDGE_OK) { set_error("reading"); break; }
             if (!got) break;
             decoded_q.push(idx);
-            ++n;
+            ++frames_read;
         }
         decoded_q.close();
     });
@@ -308,6 +389,8 @@ int main(int argc, char **argv) {
         }
     });
     Totals totals;
+    const bool tty = isatty(fileno(stderr)) != 0;
+    double last_line = 0;
     int idx = 0;
     while (decoded_q.pop(idx)) {
         if (stop) { free_q.push(idx); continue; }
@@ -318,8 +401,13 @@ int main(int argc, char **argv) {
         }
         count_faces(rt, totals);
         done_q.push(idx);
-        if (!a.quiet && totals.frames % 25 == 0)
+        if (!a.quiet && tty && totals.frames % 25 == 0)
             std::fprintf(stderr, "\r%ld frames, %.1f frames/s", totals.frames, totals.frames / std::max(seconds(), 1e-9));
+        else if (!a.quiet && !tty && seconds() - last_line >= 30) {  // a log file: a line every 30 s, no \r
+            last_line = seconds();
+            std::fprintf(stderr, "styleid-edge-rt: %ld frames, %.1f frames/s\n", totals.frames,
+                         totals.frames / std::max(seconds(), 1e-9));
+        }
     }
     free_q.close();
     done_q.close();
@@ -329,14 +417,43 @@ int main(int argc, char **argv) {
     if (writer && styleid_edge_writer_close(writer) != STYLEID_EDGE_OK && error.empty())
         error = std::string("finishing the output: ") + styleid_edge_last_error();
     styleid_edge_destroy(rt);
-    write_report(a, totals, seconds(), error);
-    if (g_signalled && !a.quiet) std::fprintf(stderr, "\nstyleid-edge-rt: stopped by a signal; the output is complete\n");
-    if (!a.quiet)
-        std::fprintf(stderr, "\r%ld frames, %ld faces (%ld latent, %ld pixelated) in %.1f s\n", totals.frames,
-                     totals.faces, totals.by_method["latent"], totals.by_method["pixelate"], seconds());
-    if (!error.empty()) {
-        std::fprintf(stderr, "styleid-edge-rt: %s\n", error.c_str());
-        return 1;
+    if (tty && !a.quiet && totals.frames >= 25) std::fprintf(stderr, "\n");
+    std::vector<std::string> warnings;
+    // a file that decodes fewer frames than its container holds was cut off or is damaged (OpenCV reports a
+    // decode failure as the end of the stream); some containers only estimate their length: a small margin
+    const bool file_input = expected_frames > 1;
+    if (file_input && !g_signalled && !hit_max && error.empty() &&
+        frames_read + std::max<int64_t>(2, expected_frames / 50) < expected_frames)
+        warnings.push_back(a.input + " ended after " + std::to_string(frames_read) + " of its " +
+                           std::to_string(expected_frames) + " frames: the file is cut off or damaged; the output "
+                           "holds the " + std::to_string(totals.frames) + " frames that could be read");
+    if (totals.frames == 0) {
+        std::error_code ec;
+        fs::remove(a.output, ec);  // a file with no frame is no video: leave nothing behind
+        write_report(a, totals, seconds(), error, warnings);
+        if (g_signalled) {
+            std::fprintf(stderr, "styleid-edge-rt: stopped by a signal before the first frame; nothing was written\n");
+            return 130;
+        }
+        std::fprintf(stderr, "styleid-edge-rt: no frame could be %s from %s%s%s; nothing was written\n",
+                     error.empty() ? "decoded" : "processed", a.input.c_str(), error.empty() ? "" : ": ",
+                     error.c_str());
+        return error.empty() ? 2 : 1;
     }
-    return 0;
+    const bool report_ok = write_report(a, totals, seconds(), error, warnings);
+    if (!a.quiet)
+        std::fprintf(stderr, "styleid-edge-rt: %ld frames, %ld faces (%ld latent, %ld pixelated) in %.1f s\n",
+                     totals.frames, totals.faces, totals.by_method["latent"], totals.by_method["pixelate"], seconds());
+    for (const auto &w : warnings) std::fprintf(stderr, "styleid-edge-rt: WARNING: %s\n", w.c_str());
+    if (!error.empty()) {
+        std::fprintf(stderr, "styleid-edge-rt: %s; %s was written but may be incomplete (%ld frames processed)\n",
+                     error.c_str(), a.output.c_str(), totals.frames);
+        return 3;
+    }
+    if (g_signalled) {
+        std::fprintf(stderr, "styleid-edge-rt: stopped by a signal; %s is finished and holds %ld frames\n",
+                     a.output.c_str(), totals.frames);
+        return file_input ? 130 : 0;  // Ctrl-C is how a stream or camera run ends; a file run was cut short
+    }
+    return warnings.empty() && report_ok ? 0 : 3;
 }

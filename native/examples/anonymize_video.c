@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
 
     uint8_t *frame = malloc((size_t)width * height * 3);
     styleid_edge_face faces[64];
-    long frames = 0, regenerated = 0, pixelated = 0;
+    long frames = 0, regenerated = 0, pixelated = 0, unlisted = 0;
     int got = 0, status = 0;
     while (frame) {
         if (styleid_edge_reader_read(reader, frame, 0, &got) != STYLEID_EDGE_OK) { status = report("reading"); break; }
@@ -54,19 +54,25 @@ int main(int argc, char **argv) {
             break;
         }
         size_t count = 0;
-        styleid_edge_get_faces(runtime, faces, 64, &count);  /* ERR_BUFFER past 64 faces: counts stay right */
+        styleid_edge_get_faces(runtime, faces, 64, &count);  /* ERR_BUFFER past 64 faces: only 64 are copied */
         for (size_t i = 0; i < count && i < 64; ++i) {
             if (faces[i].method == STYLEID_EDGE_METHOD_LATENT) ++regenerated;
             else ++pixelated;
         }
+        if (count > 64) unlisted += (long)(count - 64);  /* anonymized too; their records were not copied */
         if (styleid_edge_writer_write(writer, frame, 0) != STYLEID_EDGE_OK) { status = report("writing"); break; }
         ++frames;
     }
-    if (!frame) status = report("allocating a frame");
+    if (!frame) {
+        fprintf(stderr, "anonymize_video: out of memory for a %dx%d frame\n", width, height);
+        status = 1;
+    }
     if (styleid_edge_writer_close(writer) != STYLEID_EDGE_OK && !status) status = report("finishing the output");
     styleid_edge_reader_close(reader);
     styleid_edge_destroy(runtime);
     free(frame);
-    printf("%ld frames, %ld faces regenerated, %ld pixelated -> %s\n", frames, regenerated, pixelated, argv[3]);
+    printf("%ld frames, %ld faces regenerated, %ld pixelated", frames, regenerated, pixelated);
+    if (unlisted) printf(", %ld more past 64 in a frame", unlisted);
+    printf(" -> %s\n", argv[3]);
     return status;
 }

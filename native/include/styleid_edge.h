@@ -10,7 +10,15 @@
  * Conventions: images are 8-bit BGR, interleaved, rows `stride` bytes apart (stride 0 means
  * width * 3). Every function returns a styleid_edge_status; on failure
  * styleid_edge_last_error() (per thread) says what went wrong, naming the file and the fix.
- * A handle may be used from one thread at a time; separate handles are independent.
+ *
+ * Threads: a handle, reader or writer may be used from one thread at a time (any thread, not only the
+ * one that made it); separate objects are independent and may run in parallel. The *_destroy and
+ * *_close functions accept NULL.
+ *
+ * Compatibility: STYLEID_EDGE_VERSION_* below are the header's version, styleid_edge_version() the
+ * library's. Before 1.0 the ABI may change with the minor version (struct layouts included:
+ * styleid_edge_face grows at its end); build against the header of the library you load, and check
+ * that styleid_edge_version() starts with the same "MAJOR.MINOR." as STYLEID_EDGE_VERSION.
  */
 #ifndef STYLEID_EDGE_H
 #define STYLEID_EDGE_H
@@ -32,6 +40,9 @@
 extern "C" {
 #endif
 
+#define STYLEID_EDGE_VERSION_MAJOR 0
+#define STYLEID_EDGE_VERSION_MINOR 1
+#define STYLEID_EDGE_VERSION_PATCH 0
 #define STYLEID_EDGE_VERSION "0.1.0"
 
 typedef enum styleid_edge_status {
@@ -139,7 +150,8 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_get_info(const styleid_edge *h
  * Owned by the handle; "" for NULL. */
 STYLEID_EDGE_API const char *styleid_edge_describe(const styleid_edge *handle);
 
-/* The message of the last failed call on this thread ("" if none). Valid until the next call. */
+/* The message of the last failed call on this thread ("" if none). The next call of this API on this thread
+ * may clear or replace it: copy it before making one. */
 STYLEID_EDGE_API const char *styleid_edge_last_error(void);
 
 /* ---- stage functions: diagnostics and parity tests ------------------------------------- */
@@ -195,6 +207,9 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_open_with(const char *u
 /* Next frame into bgr (width*height*3 at the given stride); *got = 0 at the end of the stream. */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *reader, uint8_t *bgr, size_t stride,
                                                               int *got);
+/* Frames a video file's container says it holds (an estimate for some containers), 1 for an image, -1 when
+ * unknown (streams, cameras). Compare with the frames read to notice a file that ends early (cut off). */
+STYLEID_EDGE_API int64_t styleid_edge_reader_frame_count(const styleid_edge_reader *reader);
 STYLEID_EDGE_API void styleid_edge_reader_close(styleid_edge_reader *reader);
 /* Create a video file (codec from the suffix: .mp4/.mkv -> H.264 when OpenCV's FFmpeg can encode it, else
  * mp4v/XVID; .avi -> MJPG). An odd width/height is written one pixel larger (last column/row repeated):
@@ -203,7 +218,8 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_open(const char *path, 
                                                               styleid_edge_writer **out);
 STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_write(styleid_edge_writer *writer, const uint8_t *bgr,
                                                                size_t stride);
-/* Finish the file; returns an error if it could not be completed. The writer is freed either way. */
+/* Finish the file; returns an error if it could not be completed: a video file is read back, and fewer
+ * frames than were written (a full disk) is an error. The writer is freed either way. */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_writer_close(styleid_edge_writer *writer);
 
 #ifdef __cplusplus

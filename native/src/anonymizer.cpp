@@ -35,7 +35,7 @@ std::string detector_path(const std::string &pack_dir, const styleid_edge_option
         throw Error(STYLEID_EDGE_ERR_MODEL,
                     p + ": no detector model. Write the fp32 YuNet the Python runtime uses with "
                         "`python native/tools/prepare_assets.py --detector-only " + p +
-                        "` or pass options.detector_path");
+                        "`, or give another one (options.detector_path; styleid-edge-rt --detector PATH)");
     return p;
 }
 
@@ -66,7 +66,8 @@ Anonymizer::Anonymizer(const std::string &pack_dir, const styleid_edge_options &
         latent_ = std::make_unique<LatentMethod>(backend_, pack_, lo);
         crop_size_ = std::max(256, std::min(pack_.resolution, 512));
     }
-    describe_ = "detector: " + detector_->runner() + (latent_ ? "; " + latent_->runners() : std::string());
+    describe_ = "detector: " + detector_->runner() +
+                (latent_ ? "; " + latent_->runners() + "; identity ranks: " + latent_->rank_source() : std::string());
 }
 
 void Anonymizer::reset(float fps) {

@@ -36,6 +36,30 @@ Backend::Backend(BackendConfig config) : config_(std::move(config)) {
                     "libnvinfer and the CUDA toolkit were not found when CMake ran). Rebuild where they are "
                     "installed (Jetson: JetPack; cmake -DSTYLEID_EDGE_TENSORRT=ON fails loudly if they are not "
                     "found), or use an OpenVINO device such as CPU or GPU");
+    check_openvino_device();
+}
+
+// A plain OpenVINO device name ("GPU", "GPU.1", "NPU") that this machine's OpenVINO does not list is refused
+// here with the list, instead of a plugin exception per model; AUTO/HETERO/MULTI/BATCH specs are left to OpenVINO.
+void Backend::check_openvino_device() {
+    const std::string base = ov_device_.substr(0, ov_device_.find_first_of(".:"));
+    if (ov_device_.find(':') != std::string::npos || base == "AUTO" || base == "HETERO" || base == "MULTI" ||
+        base == "BATCH")
+        return;
+    std::vector<std::string> available;
+    try {
+        available = core_.get_available_devices();
+    } catch (const std::exception &) {
+        return;  // a plugin that cannot enumerate: let compile_model say what is wrong
+    }
+    for (const auto &d : available)
+        if (d == ov_device_ || d.substr(0, d.find('.')) == ov_device_) return;
+    std::string list;
+    for (const auto &d : available) list += (list.empty() ? "" : ", ") + d;
+    throw Error(STYLEID_EDGE_ERR_ARGUMENT,
+                "device " + ov_device_ + ": OpenVINO on this machine has no such device (available: " +
+                    (list.empty() ? std::string("none") : list) + "). Install its driver and OpenVINO plugin "
+                    "(GPU: the Intel compute runtime; NPU: the NPU driver), or use CPU; TensorRT:N for NVIDIA GPUs");
 }
 
 std::unique_ptr<Model> Backend::pack_model(const std::string &path, const std::string &role,

@@ -38,6 +38,8 @@ public:
     bool uses_tensorrt() const { return tensorrt_; }
 
 private:
+    void check_openvino_device();
+
     BackendConfig config_;
     ov::Core core_;
     std::string ov_device_;

@@ -79,9 +79,9 @@ void fill_face(styleid_edge_face &f, const styleid::Track &t, int method, int fa
 void check_options(const styleid_edge_options &o) {
     auto bad = [](const std::string &m) { throw styleid::Error(STYLEID_EDGE_ERR_ARGUMENT, "options: " + m); };
     if (o.method != STYLEID_EDGE_METHOD_LATENT && o.method != STYLEID_EDGE_METHOD_PIXELATE) bad("unknown method");
-    if (o.strength > 1.f) bad("strength must be in (0, 1] (or <= 0 for the pack default)");
-    if (!(o.detector_threshold > 0.f && o.detector_threshold < 1.f)) bad("detector_threshold must be in (0, 1)");
-    if (!(o.weak_threshold >= 0.f && o.weak_threshold < 1.f)) bad("weak_threshold must be in [0, 1) (0: off)");
+    if (!(o.strength <= 1.f)) bad("strength must be in (0, 1] (or <= 0 for the pack default), not NaN");
+    if (!(o.detector_threshold > 0.f && o.detector_threshold <= 1.f)) bad("detector_threshold must be in (0, 1]");
+    if (!(o.weak_threshold >= 0.f && o.weak_threshold <= 1.f)) bad("weak_threshold must be in [0, 1] (0: off)");
     if (o.min_face < 0) bad("min_face must be >= 0");
     if (!(o.max_yaw >= 0.f)) bad("max_yaw must be >= 0");
     if (o.hold_frames < 0) bad("hold_frames must be >= 0");

@@ -121,10 +121,10 @@ Detector::Detector(ov::Core &core, const std::string &model_path, const std::str
               "kps_16", "kps_32"},
              device, threads, /*static_shapes=*/true),
       options_(options) {
-    if (!(options_.threshold > 0.f && options_.threshold < 1.f))
-        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detector_threshold must be in (0, 1)");
-    if (!(options_.weak_threshold >= 0.f && options_.weak_threshold < 1.f))
-        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "weak_threshold must be in [0, 1) (0: off)");
+    if (!(options_.threshold > 0.f && options_.threshold <= 1.f))
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "detector_threshold must be in (0, 1]");
+    if (!(options_.weak_threshold >= 0.f && options_.weak_threshold <= 1.f))
+        throw Error(STYLEID_EDGE_ERR_ARGUMENT, "weak_threshold must be in [0, 1] (0: off)");
 }
 
 void Detector::single_pass(const cv::Mat &img) {

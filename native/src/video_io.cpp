@@ -2,6 +2,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct styleid_edge_writer {
     int width = 0, height = 0;
     cv::Mat padded;  // odd sizes: the frame with its last column/row repeated (the encoders need even sizes)
     std::string path;
+    long frames = 0;  // video frames handed to the encoder (checked against the finished file)
 };
 
 namespace {
@@ -59,6 +61,11 @@ bool image_suffix(const std::string &path) {
 bool is_device_path(const std::string &s) { return s.rfind("/dev/video", 0) == 0; }
 
 bool is_url(const std::string &s) { return s.find("://") != std::string::npos; }
+
+bool file_exists(const std::string &path) {
+    std::error_code ec;
+    return std::filesystem::exists(path, ec);
+}
 
 // OpenCV's FFmpeg backend takes demuxer options only from OPENCV_FFMPEG_CAPTURE_OPTIONS, read when a
 // capture opens: set it for this open, then put back what was there.
@@ -153,6 +160,11 @@ styleid_edge_status styleid_edge_reader_open_with(const char *uri, const styleid
             *out = r;
             return STYLEID_EDGE_OK;
         }
+        if (!is_url(r->uri) && !is_camera_index(r->uri) && !is_device_path(r->uri) && !file_exists(r->uri)) {
+            delete r;
+            return set_error(STYLEID_EDGE_ERR_IO, std::string("styleid_edge_reader_open: ") + uri +
+                                                      ": no such file (check the path)");
+        }
         bool ok = open_capture(r->capture, r->uri, opts);
         if (!ok || !r->capture.isOpened()) {
             std::string why;
@@ -205,6 +217,14 @@ styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *r, uint8_t *bg
     } catch (const std::exception &e) {
         return set_error(STYLEID_EDGE_ERR_IO, r->uri + ": read failed: " + e.what());
     }
+}
+
+int64_t styleid_edge_reader_frame_count(const styleid_edge_reader *r) {
+    if (!r) return -1;
+    if (r->is_image) return 1;
+    if (is_url(r->uri) || is_camera_index(r->uri) || is_device_path(r->uri)) return -1;
+    const double n = r->capture.get(cv::CAP_PROP_FRAME_COUNT);
+    return n > 0 && n < 1e12 ? static_cast<int64_t>(n) : -1;
 }
 
 void styleid_edge_reader_close(styleid_edge_reader *r) { delete r; }
@@ -278,6 +298,7 @@ styleid_edge_status styleid_edge_writer_write(styleid_edge_writer *w, const uint
         } else {
             w->writer.write(frame);
         }
+        ++w->frames;
         return STYLEID_EDGE_OK;
     } catch (const std::exception &e) {
         return set_error(STYLEID_EDGE_ERR_IO, w->path + ": write failed: " + e.what());
@@ -286,14 +307,26 @@ styleid_edge_status styleid_edge_writer_write(styleid_edge_writer *w, const uint
 
 styleid_edge_status styleid_edge_writer_close(styleid_edge_writer *w) {
     if (!w) return styleid::set_error(STYLEID_EDGE_ERR_ARGUMENT, "styleid_edge_writer_close: NULL writer");
+    std::string problem;
     try {
         w->writer.release();
+        // cv::VideoWriter reports no write error (a full disk included): read the finished file back
+        if (!w->is_image && w->frames > 0) {
+            cv::VideoCapture check(w->path, cv::CAP_FFMPEG);
+            const double n = check.isOpened() ? check.get(cv::CAP_PROP_FRAME_COUNT) : -1;
+            if (!check.isOpened())
+                problem = "the finished file cannot be read back";
+            else if (n >= 0 && n < static_cast<double>(w->frames))
+                problem = "only " + std::to_string(static_cast<long>(n)) + " of the " + std::to_string(w->frames) +
+                          " frames written can be read back";
+            if (!problem.empty()) problem += " (disk full, or the folder not writable?)";
+        }
     } catch (const std::exception &e) {
-        std::string msg = w->path + ": could not finish the file: " + e.what();
-        delete w;
-        return styleid::set_error(STYLEID_EDGE_ERR_IO, msg);
+        problem = e.what();
     }
+    std::string msg = w->path + ": could not finish the file: " + problem;
     delete w;
+    if (!problem.empty()) return styleid::set_error(STYLEID_EDGE_ERR_IO, msg);
     return STYLEID_EDGE_OK;
 }
 

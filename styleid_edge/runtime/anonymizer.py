@@ -68,7 +68,8 @@ class AnonymizerConfig:
     batch_size: int = 16
     donors: str | None = None  # donor bank file for --method donor (default: the pack's donors.npz)
     # Privacy check after generation: a face that a real recognizer (SFace) still matches to its
-    # original at this cosine or above is pixelated instead (counted as "identity_still_matches").
+    # original at this cosine or above is pixelated instead (counted as "identity_still_matches"; for a held
+    # box with no detection this frame, usually background after the face left, as "held_unchanged").
     # The default sits below SFace's same-person threshold (0.363) with a margin for video
     # re-encoding and landmark jitter, which move the score by a few hundredths.
     verify: bool = True
@@ -76,6 +77,9 @@ class AnonymizerConfig:
     # Detect on a copy scaled down to this longer side (0: full size). Faster on small CPUs; faces
     # smaller than ~10 px after scaling are missed, so keep it 0 when small faces matter.
     detect_max_side: int = 0
+
+
+HIGH_THRESHOLD = 0.9  # a --thresh above this lets clearly visible faces through untouched: warned about
 
 
 @dataclass
@@ -155,6 +159,11 @@ class Anonymizer:
         self.detector = make_detector(config.detector, providers=list(config.providers),
                                       threshold=config.detector_threshold, weak_threshold=config.weak_threshold)
         self.report.detector = str(config.detector)
+        if config.detector_threshold is not None and config.detector_threshold > HIGH_THRESHOLD:
+            msg = (f"--thresh {config.detector_threshold:g} is high: faces the detector scores lower stay UNCHANGED "
+                   f"in the output (sharp frontal faces often score 0.8-0.95); the default is safer")
+            log.warning(msg)
+            self.report.note(msg)
         self.tracker = Tracker(TrackerConfig(hold_frames=config.hold_frames, seed=config.seed))
         self.verifier = None
         if config.verify and method in ("latent", "pixel", "swapper", "donor"):
@@ -369,7 +378,10 @@ class Anonymizer:
             sims = np.full(len(batch), np.inf)
         for w, sim in zip(batch, sims):
             if sim >= self.config.verify_threshold:
-                w.rec.method, w.rec.fallback = "pixelate", "identity_still_matches"
+                # a held box (no detection this frame) that came out unchanged is mostly background after the
+                # face left the frame: counted apart, so the report does not read as failed anonymization
+                w.rec.method = "pixelate"
+                w.rec.fallback = "held_unchanged" if w.rec.held else "identity_still_matches"
         self.timer.add("verify", t)
 
     def _generate(self, batch: list[_Work]) -> list[tuple[np.ndarray, np.ndarray | None]]:

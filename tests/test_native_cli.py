@@ -1,0 +1,148 @@
+"""styleid-edge-rt on wrong and damaged input, as a user meets it: bad flag values and paths are refused
+before any work (exit 2), the input is never overwritten, a cut-off file is said to be cut off (exit 3, the
+report's warnings), a file nothing can be decoded from leaves nothing behind, a write that fails (a full
+disk, simulated with a file-size limit) is an error, and Ctrl-C on a file exits 130 with a playable output."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+from media import moving_faces_clip
+from test_native import native, native_assets  # noqa: F401 - the shared build and tiny pack fixtures
+from test_native_streams import rt  # noqa: F401
+
+FPS = 25
+
+
+def _write_avi(frames, path):
+    """MJPEG .avi (its container records the frame count)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_avi(tmp_path_factory):
+    """60 frames with a moving face."""
+    clip = moving_faces_clip(60, size=(320, 180), fps=FPS, face_height=0.35, audio=False, seed=5)
+    return _write_avi(clip.frames, tmp_path_factory.mktemp("rt-cli") / "clip.avi")
+
+
+def _run(rt, *args, timeout=120, **kw):  # noqa: F811
+    return subprocess.run([str(rt), *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def test_rt_refuses_bad_values_and_paths_before_any_work(rt, native_assets, clip_avi, tmp_path):  # noqa: F811
+    pack = native_assets / "pack"
+    out = tmp_path / "out.mp4"
+    before = clip_avi.read_bytes()
+    cases = [
+        (["--strength", "0"], "--strength must be in (0, 1]"),
+        (["--strength", "nan"], "--strength must be in (0, 1]"),
+        (["--seed", "-1"], "bad value for --seed"),
+        (["--min-face", "12abc"], "'12abc' is not a number"),
+        (["--max-frames", "0"], "--max-frames must be >= 1"),
+        (["--threads", "-2"], "--threads must be >= 0"),
+        (["--report", str(tmp_path / "missing" / "r.json")], "does not exist"),
+        (["--report", str(tmp_path)], "is a folder"),
+    ]
+    for extra, message in cases:
+        run = _run(rt, clip_avi, "-o", out, "--pack", pack, *extra)
+        assert run.returncode == 2 and message in run.stderr, (extra, run.stderr)
+        assert "error:" in run.stderr and len(run.stderr.splitlines()) == 2, run.stderr  # not the whole --help
+    run = _run(rt, clip_avi, "-o", clip_avi, "--pack", pack)
+    assert run.returncode == 2 and "is the input" in run.stderr
+    assert clip_avi.read_bytes() == before  # untouched
+    run = _run(rt, clip_avi, "-o", tmp_path / "frame.png", "--pack", pack)
+    assert run.returncode == 2 and "only its last frame would be kept" in run.stderr
+    run = _run(rt, tmp_path / "nothere.mp4", "-o", out, "--pack", pack)
+    assert run.returncode == 2 and "nothere.mp4: no such file" in run.stderr
+    assert not out.exists() and not (tmp_path / "frame.png").exists()
+    # the library takes what the CLI allows: --thresh 1 and --weak-thresh 1 are valid (they find almost nothing)
+    run = _run(rt, clip_avi, "-o", out, "--pack", pack, "--method", "pixelate", "--thresh", "1", "--weak-thresh", "1",
+               "--max-frames", "3", "-q")
+    assert run.returncode == 0, run.stderr
+    assert _frames(out) == 3
+
+
+def test_rt_says_a_cut_off_file_is_cut_off_and_leaves_nothing_for_an_undecodable_one(
+        rt, native_assets, clip_avi, tmp_path):  # noqa: F811
+    pack = native_assets / "pack"
+    data = clip_avi.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    out, report = tmp_path / "cut.mp4", tmp_path / "cut.json"
+    run = _run(rt, cut, "-o", out, "--pack", pack, "--method", "pixelate", "--report", report)
+    assert run.returncode == 3, run.stderr
+    r = json.loads(report.read_text())
+    assert 10 < r["frames"] < 40 and r["error"] is None
+    assert len(r["warnings"]) == 1 and f"ended after {r['frames']} of its 60 frames" in r["warnings"][0]
+    assert "WARNING" in run.stderr and "cut off or damaged" in run.stderr
+    assert _frames(out) == r["frames"]  # every frame that could be read is in the output
+    # the whole file: no warning, exit 0
+    run = _run(rt, clip_avi, "-o", tmp_path / "whole.mp4", "--pack", pack, "--method", "pixelate", "--report", report)
+    assert run.returncode == 0 and json.loads(report.read_text())["warnings"] == [], run.stderr
+    assert _frames(tmp_path / "whole.mp4") == 60
+    # cut inside its header: it cannot be opened; nothing is written
+    head = tmp_path / "head.avi"
+    head.write_bytes(data[:3000])
+    run = _run(rt, head, "-o", tmp_path / "head.mp4", "--pack", pack, "--method", "pixelate")
+    assert run.returncode == 2 and "head.avi" in run.stderr and "cannot open" in run.stderr
+    assert not (tmp_path / "head.mp4").exists()
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_rt_reports_a_write_that_failed_instead_of_exit_0(rt, native_assets, clip_avi, tmp_path):  # noqa: F811
+    out, report = tmp_path / "full.mp4", tmp_path / "full.json"
+    run = _run(rt, clip_avi, "-o", out, "--pack", native_assets / "pack", "--method", "pixelate", "-q",
+               "--report", report, preexec_fn=_file_size_limit(20_000))
+    assert run.returncode == 3, run.stderr
+    assert "could not finish the file" in run.stderr and "disk full" in run.stderr
+    assert "may be incomplete" in run.stderr
+    assert "disk full" in json.loads(report.read_text())["error"]
+
+
+def test_rt_ctrl_c_on_a_file_exits_130_with_a_playable_partial_output(rt, native_assets, tmp_path):  # noqa: F811
+    clip = moving_faces_clip(1500, size=(320, 180), fps=FPS, face_height=0.35, audio=False, seed=6)
+    src = _write_avi(clip.frames, tmp_path / "long.avi")
+    out, report = tmp_path / "long.mp4", tmp_path / "long.json"
+    proc = subprocess.Popen([str(rt), str(src), "-o", str(out), "--pack", str(native_assets / "pack"),
+                             "--report", str(report), "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, "the run ended before Ctrl-C: make the clip longer"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    r = json.loads(report.read_text())
+    assert r["stopped_by_signal"] is True and 0 < r["frames"] < 1500 and r["warnings"] == []
+    assert "stopped by a signal" in err and f"holds {r['frames']} frames" in err
+    assert _frames(out) == r["frames"]
+    first = cv2.VideoCapture(str(out)).read()[1]
+    assert first is not None and np.abs(first.astype(int) - clip.frames[0]).mean() < 20  # the same scene
