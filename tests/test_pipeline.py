@@ -409,3 +409,24 @@ def test_a_threshold_high_enough_to_let_faces_through_is_warned_about(tmp_path, 
     default = anonymize_path(PHOTOS / "obama.jpg", tmp_path / "d.jpg", AnonymizerConfig(method="pixelate"),
                              options=JobOptions(quiet=True))
     assert default.faces >= 1 and not any("is high" in n for n in default.to_dict()["notes"])
+
+
+def test_an_unchanged_held_box_is_counted_apart_from_a_face_that_kept_its_identity(tiny_pack, yunet):
+    """The identity check pixelates any face still matching its input; for a box the tracker held on with no
+    detection this frame (usually background after the face left) it says so, for a detected face it says
+    identity_still_matches. Real SFace on a real photograph, the output left unchanged (worst case)."""
+    from types import SimpleNamespace
+
+    from styleid_edge.runtime.anonymizer import FaceRecord, _Work
+
+    anonymizer = Anonymizer(AnonymizerConfig(method="latent"), pack=tiny_pack.root)
+    assert anonymizer.verifier is not None
+    frame = cv2.imread(str(PHOTOS / "obama.jpg"))
+    [det] = yunet.detect(frame)[:1]
+    batch = []
+    for held in (False, True):
+        tr = SimpleNamespace(landmarks=det.landmarks, raw_landmarks=None if held else det.landmarks)
+        batch.append(_Work(tr, FaceRecord(1, [0, 0, 1, 1], "latent", held), 0, len(batch)))
+    anonymizer._verify(frame, frame.copy(), batch)
+    assert [(w.rec.method, w.rec.fallback) for w in batch] == [("pixelate", "identity_still_matches"),
+                                                               ("pixelate", "held_unchanged")]
