@@ -693,9 +693,9 @@ class VideoWriter:
         subsampled = pix_fmt.startswith(("yuv420", "yuvj420", "nv12", "yuv422", "yuvj422"))
         self._pad = (info.width % 2, info.height % 2) if subsampled else (0, 0)
         if any(self._pad):
-            log.info("%s: %dx%d is odd; padding to %dx%d for %s (pass pix_fmt='yuv444p' to keep the size)",
-                     self.path, info.width, info.height, info.width + self._pad[0],
-                     info.height + self._pad[1], pix_fmt)
+            log.warning("%s: %dx%d is odd; written as %dx%d (last column/row repeated) for %s, which needs even "
+                        "sizes", self.path, info.width, info.height, info.width + self._pad[0],
+                        info.height + self._pad[1], pix_fmt)
         self._in_time_base = Fraction(info.time_base)  # what write()'s pts are in
         # AVI has no timestamps, only a frame rate (1 / its time base): there every frame goes on the grid of
         # the nominal rate, or the muxer fills the gaps with repeated frames. Other containers keep the input's.
