@@ -250,8 +250,11 @@ def test_avi_output_keeps_frame_rate_and_count(tmp_path, tiny_pack):
     anonymize_path(clip.path, out, AnonymizerConfig(method="pixelate"), pack=tiny_pack.root,
                    options=JobOptions(quiet=True))
     info = probe(out)
-    assert info.fps == Fraction(25) and info.frame_count == 10
+    assert info.fps == Fraction(25) and info.frame_count == 10 and info.has_audio
     assert len(decode_frames(out)) == 10
+    with av.open(str(out)) as c:  # no B-frames: AVI keeps no reordering timestamps, decoded pts must rise
+        pts = [f.pts for f in c.decode(video=0)]
+    assert pts == sorted(pts) and len(set(pts)) == 10, pts
 
 
 def test_interrupted_run_is_marked_in_the_report(tmp_path, tiny_pack, monkeypatch):

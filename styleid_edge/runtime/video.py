@@ -705,7 +705,10 @@ class VideoWriter:
 
         faststart = faststart and self.path.suffix.lower() in _FASTSTART_SUFFIXES
         try:
-            self._container = av.open(str(self._tmp), mode="w", options={"movflags": "+faststart"} if faststart else {})
+            opts = {"movflags": "+faststart"} if faststart else {}
+            if self._frame_grid:  # AVI: no timestamps to shift; shifting for the AAC priming would insert a frame
+                opts["avoid_negative_ts"] = "disabled"
+            self._container = av.open(str(self._tmp), mode="w", options=opts)
         except ValueError as exc:
             raise VideoError(
                 f"cannot write {self.path}: FFmpeg has no muxer for '{self.path.suffix}'; use .mp4, .mov or .mkv"
@@ -737,6 +740,8 @@ class VideoWriter:
             opts["crf"] = str(crf)
         if preset:
             opts["preset"] = preset
+        if self._frame_grid:  # AVI stores no reordering timestamps: with B-frames the decoded pts run out of order
+            opts["bf"] = "0"
         opts.update(options)
         stream.options = opts
         if info.rotation:
