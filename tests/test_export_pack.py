@@ -203,3 +203,26 @@ def test_pack_folder_is_readable_by_other_users_as_the_umask_allows(tiny_pack):
     os.umask(umask)
     # staged with mkdtemp (owner-only) and renamed into place: the final folder follows the umask
     assert tiny_pack.root.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_pack_whose_model_files_are_symlinks_to_shared_storage_loads(tmp_path, tiny_pack, capsys):
+    """An appliance keeps the big models on another partition and links them into the pack folder."""
+    import shutil
+
+    from styleid_edge.runtime.pack import ModelPack
+
+    storage, linked = tmp_path / "storage", tmp_path / "linked"
+    shutil.copytree(tiny_pack.root, storage)
+    linked.mkdir()
+    for item in storage.iterdir():
+        (linked / item.name).symlink_to(item)
+    pack = ModelPack.load(linked)
+    assert pack.model_path("synthesis") == linked.resolve() / tiny_pack.manifest.files["synthesis"]
+    assert cli_main(["pack", "info", str(linked), "--verify"]) == 0
+    assert "changed" not in capsys.readouterr().out
+    raw = json.loads((storage / "manifest.json").read_text())
+    raw["files"]["mapper"] = "../storage/mapper.onnx"  # a name that leaves the pack is still refused
+    (linked / "manifest.json").unlink()
+    (linked / "manifest.json").write_text(json.dumps(raw))
+    assert cli_main(["pack", "info", str(linked)]) == 2
+    assert "plain file name" in capsys.readouterr().err

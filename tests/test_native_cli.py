@@ -146,3 +146,13 @@ def test_rt_ctrl_c_on_a_file_exits_130_with_a_playable_partial_output(rt, native
     assert _frames(out) == r["frames"]
     first = cv2.VideoCapture(str(out)).read()[1]
     assert first is not None and np.abs(first.astype(int) - clip.frames[0]).mean() < 20  # the same scene
+
+
+def test_rt_loads_a_pack_whose_files_are_symlinks(rt, native_assets, clip_avi, tmp_path):  # noqa: F811
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for item in (native_assets / "pack").iterdir():
+        (linked / item.name).symlink_to(item.resolve())
+    run = _run(rt, clip_avi, "-o", tmp_path / "o.mp4", "--pack", linked, "--max-frames", "2", "-q")
+    assert run.returncode == 0, run.stderr
+    assert _frames(tmp_path / "o.mp4") == 2

@@ -73,13 +73,11 @@ int Pack::n_styles() const {
     return total;
 }
 
+// Checked by name (no absolute path, no ".."), not by where it resolves: a model file may be a symlink to
+// shared storage (a read-only partition on an appliance).
 std::string Pack::path(const std::string &name) const {
-    fs::path base = fs::weakly_canonical(fs::path(root));
-    fs::path p = fs::weakly_canonical(base / name);
-    auto rel = p.lexically_relative(base);
-    if (rel.empty() || *rel.begin() == "..")
-        throw Error(STYLEID_EDGE_ERR_PACK, root + ": '" + name + "' points outside the pack");
-    return p.string();
+    if (!is_plain_name(name)) throw Error(STYLEID_EDGE_ERR_PACK, root + ": '" + name + "' points outside the pack");
+    return (fs::weakly_canonical(fs::path(root)) / name).string();
 }
 
 std::string Pack::model_path(const std::string &role) const {

@@ -168,11 +168,11 @@ class ModelPack:
         return pack
 
     def path(self, name: str) -> Path:
-        root = self.root.resolve()
-        p = (root / name).resolve()
-        if root not in p.parents:
+        """``name`` inside the pack. Checked by name (no absolute path, no ``..``), not by where it resolves:
+        a model file may be a symlink to shared storage (a read-only partition on an appliance)."""
+        if not _is_plain_name(name):
             raise PackError(f"{self.root}: {name!r} points outside the pack")
-        return p
+        return self.root.resolve() / name
 
     def has(self, role: str) -> bool:
         return role in self.manifest.files
