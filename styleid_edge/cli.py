@@ -70,7 +70,7 @@ def _pack_summary(pack) -> str:
 
 
 def cmd_pack_info(args: argparse.Namespace) -> int:
-    from .runtime.pack import ModelPack, PackError
+    from .runtime.pack import CHECKSUMS, ModelPack, PackError
 
     try:
         pack = ModelPack.load(args.pack)
@@ -88,7 +88,7 @@ def cmd_pack_info(args: argparse.Namespace) -> int:
         print(f"  {status:<10} {name}", file=sys.stderr if args.json else sys.stdout)
     bad = [name for name, status in results if status in ("changed", "missing")]
     if bad:
-        print(f"error: {len(bad)} pack file(s) differ from the checksums in {pack.root / 'manifest.json'}: "
+        print(f"error: {len(bad)} pack file(s) differ from the checksums in {pack.root / CHECKSUMS}: "
               f"{', '.join(bad)}. Copy the pack again from its source, or rebuild it with `styleid-edge export`.",
               file=sys.stderr)
         return 2
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("pack")
     pi.add_argument("--json", action="store_true")
     pi.add_argument("--verify", action="store_true",
-                    help="hash every model and rank file against the manifest's checksums (exit 2 on a mismatch)")
+                    help="hash every model and rank file against the pack's checksums.sha256 (exit 2 on a mismatch)")
     pi.set_defaults(func=cmd_pack_info)
 
     from .bench.cli import register_bench

@@ -414,10 +414,10 @@ def test_a_threshold_high_enough_to_let_faces_through_is_warned_about(tmp_path, 
     assert default.faces >= 1 and not any("is high" in n for n in default.to_dict()["notes"])
 
 
-def test_an_unchanged_held_box_is_counted_apart_from_a_face_that_kept_its_identity(tiny_pack, yunet):
-    """The identity check pixelates any face still matching its input; for a box the tracker held on with no
-    detection this frame (usually background after the face left) it says so, for a detected face it says
-    identity_still_matches. Real SFace on a real photograph, the output left unchanged (worst case)."""
+def test_a_held_box_that_still_matches_is_counted_apart_from_a_detected_face(tiny_pack, yunet):
+    """The identity check pixelates any face still matching its input; a box the tracker held with no
+    detection this frame (often background after the face left) is counted as held_still_matches, a
+    detected face as identity_still_matches. Real SFace on a real photograph, the output left unchanged."""
     from types import SimpleNamespace
 
     from styleid_edge.runtime.anonymizer import FaceRecord, _Work
@@ -432,4 +432,8 @@ def test_an_unchanged_held_box_is_counted_apart_from_a_face_that_kept_its_identi
         batch.append(_Work(tr, FaceRecord(1, [0, 0, 1, 1], "latent", held), 0, len(batch)))
     anonymizer._verify(frame, frame.copy(), batch)
     assert [(w.rec.method, w.rec.fallback) for w in batch] == [("pixelate", "identity_still_matches"),
-                                                               ("pixelate", "held_unchanged")]
+                                                               ("pixelate", "held_still_matches")]
+    for w in batch:
+        w.rec.method, w.rec.fallback = "latent", None
+    anonymizer._verify(frame, None, batch)  # the check itself fails (no output image): fail closed
+    assert {(w.rec.method, w.rec.fallback) for w in batch} == {("pixelate", "verify_error")}

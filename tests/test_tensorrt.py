@@ -44,6 +44,9 @@ def test_cache_key_is_stable_and_changes_with_each_component():
         "optimization level": {"builder": builder_settings(BuildConfig(builder_optimization_level=5))},
         "workspace": {"builder": builder_settings(BuildConfig(workspace_gb=1.0))},
     }
+    # the default settings add nothing: engines built before the builder settings were keyed keep their key
+    assert builder_settings(BuildConfig()) == {}
+    assert key == cache_key(**{k: v for k, v in base.items() if k != "builder"})
     keys = {name: cache_key(**{**base, **change}) for name, change in variants.items()}
     for name, k in keys.items():
         assert k != key, f"changing the {name} must change the key"
@@ -330,11 +333,16 @@ def test_nvidia_smi_fallback_numbers_gpus_as_cuda_does_under_cuda_visible_device
     csv = ("0, GPU-aaaa1111-0000, NVIDIA A100-SXM4-80GB, 8.0\n"
            "1, GPU-bbbb2222-0000, NVIDIA L4, 8.9\n"
            "2, GPU-cccc3333-0000, NVIDIA H100 80GB HBM3, 9.0\n")
-    assert smi_gpu(csv, 0, None) == GpuInfo("NVIDIA A100-SXM4-80GB", (8, 0))
-    assert smi_gpu(csv, 2, None) == H100
-    assert smi_gpu(csv, 0, "2,1") == H100  # CUDA device 0 is the first visible one
-    assert smi_gpu(csv, 1, "2,1") == GpuInfo("NVIDIA L4", (8, 9))
-    assert smi_gpu(csv, 0, "GPU-bbbb") == GpuInfo("NVIDIA L4", (8, 9))  # UUID prefixes work too
-    assert smi_gpu(csv, 1, "2,7,0") is None  # the list ends at the first entry that matches no GPU
-    assert smi_gpu(csv, 0, "") is None and smi_gpu(csv, 0, "-1") is None  # nothing visible
-    assert smi_gpu(csv, 3, None) is None
+    pci = "PCI_BUS_ID"  # nvidia-smi's order; CUDA's default is fastest first
+    assert smi_gpu(csv, 0, None, pci) == GpuInfo("NVIDIA A100-SXM4-80GB", (8, 0))
+    assert smi_gpu(csv, 2, None, pci) == H100
+    assert smi_gpu(csv, 0, "2,1", pci) == H100  # CUDA device 0 is the first visible one
+    assert smi_gpu(csv, 1, "2,1", pci) == GpuInfo("NVIDIA L4", (8, 9))
+    assert smi_gpu(csv, 0, "GPU-bbbb") == GpuInfo("NVIDIA L4", (8, 9))  # UUID prefixes; one GPU: any order
+    assert smi_gpu(csv, 1, "2,7,0", pci) is None  # the list ends at the first entry that matches no GPU
+    assert smi_gpu(csv, 0, "", pci) is None and smi_gpu(csv, 0, "-1", pci) is None  # nothing visible
+    assert smi_gpu(csv, 3, None, pci) is None
+    # CUDA's default order with different models: nvidia-smi cannot tell which is device 0
+    assert smi_gpu(csv, 0, None) is None and smi_gpu(csv, 0, "2,1") is None
+    same = "0, GPU-a, NVIDIA H100 80GB HBM3, 9.0\n1, GPU-b, NVIDIA H100 80GB HBM3, 9.0\n"
+    assert smi_gpu(same, 1, None) == H100  # identical GPUs: the order does not change the answer

@@ -66,7 +66,7 @@ struct Args {
     bool quiet = false;
     std::string rtsp_transport;
     bool listen = false;
-    double open_timeout = -1, read_timeout = 30;
+    double open_timeout = 0, read_timeout = 30;  // open_timeout 0: not given (30 s, 600 s with --rtsp-listen)
 };
 
 [[noreturn]] void usage_error(const std::string &msg) {
@@ -103,10 +103,18 @@ bool image_path(const std::string &path) {
     return s == ".jpg" || s == ".jpeg" || s == ".png" || s == ".bmp";
 }
 
-// A URL, a camera index or a device: not a file that must exist.
+// A URL, a camera index or a V4L2 device (the library's rules): not a file that must exist.
 bool is_stream(const std::string &input) {
-    return input.find("://") != std::string::npos || input.rfind("/dev/", 0) == 0 ||
-           (input.size() <= 3 && input.find_first_not_of("0123456789") == std::string::npos);
+    return input.find("://") != std::string::npos || input.rfind("/dev/video", 0) == 0 ||
+           (!input.empty() && input.size() <= 3 && input.find_first_not_of("0123456789") == std::string::npos);
+}
+
+// Containers whose frame count is recorded, not estimated from the duration: a shorter read means cut off.
+bool exact_frame_count(const std::string &path) {
+    const size_t dot = path.find_last_of('.');
+    std::string s = dot == std::string::npos ? "" : path.substr(dot);
+    for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s == ".avi" || s == ".mp4" || s == ".mov" || s == ".m4v";
 }
 
 Args parse(int argc, char **argv) {
@@ -129,9 +137,17 @@ Args parse(int argc, char **argv) {
         else if (k == "--detector") a.detector = value(i);
         else if (k == "--thresh") a.thresh = number(k, value(i), to_float);
         else if (k == "--weak-thresh") a.weak_thresh = number(k, value(i), to_float);
-        else if (k == "--min-face") a.min_face = static_cast<int>(number(k, value(i), to_long));
+        else if (k == "--min-face") {
+            const long v = number(k, value(i), to_long);
+            if (v < 0 || v > 100000) usage_error("--min-face must be >= 0 (pixels, at most 100000)");
+            a.min_face = static_cast<int>(v);
+        }
         else if (k == "--report") a.report = value(i);
-        else if (k == "--threads") a.threads = static_cast<int>(number(k, value(i), to_long));
+        else if (k == "--threads") {
+            const long v = number(k, value(i), to_long);
+            if (v < 0 || v > 4096) usage_error("--threads must be >= 0 (0: OpenVINO's default)");
+            a.threads = static_cast<int>(v);
+        }
         else if (k == "--device") a.device = value(i);
         else if (k == "--engine-dir") a.engine_dir = value(i);
         else if (k == "--max-frames") {
@@ -140,7 +156,10 @@ Args parse(int argc, char **argv) {
         }
         else if (k == "--rtsp-transport") a.rtsp_transport = value(i);
         else if (k == "--rtsp-listen") a.listen = true;
-        else if (k == "--open-timeout") a.open_timeout = number(k, value(i), to_double);
+        else if (k == "--open-timeout") {
+            a.open_timeout = number(k, value(i), to_double);
+            if (!(a.open_timeout > 0)) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
+        }
         else if (k == "--read-timeout") a.read_timeout = number(k, value(i), to_double);
         else if (k == "-q" || k == "--quiet") a.quiet = true;
         else if (!k.empty() && k[0] == '-' && k != "-") usage_error("unknown option " + k);
@@ -159,23 +178,28 @@ Args parse(int argc, char **argv) {
         std::fprintf(stderr, "styleid-edge-rt: WARNING: --thresh %g is high: faces the detector scores lower stay "
                              "UNCHANGED in the output (sharp frontal faces often score 0.8-0.95)\n", a.thresh);
     if (!(a.weak_thresh >= 0.f && a.weak_thresh <= 1.f)) usage_error("--weak-thresh must be in [0, 1]");
-    if (a.min_face < 0) usage_error("--min-face must be >= 0");
-    if (a.threads < 0) usage_error("--threads must be >= 0");
+
     if (!a.rtsp_transport.empty() && a.rtsp_transport != "tcp" && a.rtsp_transport != "udp")
         usage_error("--rtsp-transport must be tcp or udp");
     const bool rtsp = a.input.rfind("rtsp://", 0) == 0;
     if ((a.listen || !a.rtsp_transport.empty()) && !rtsp)
         usage_error("--rtsp-listen and --rtsp-transport need an rtsp:// INPUT");
-    if (a.open_timeout < 0) a.open_timeout = a.listen ? 600 : 30;
-    if (a.open_timeout <= 0 || a.read_timeout <= 0) usage_error("--open-timeout and --read-timeout must be > 0");
+    for (double t : {a.open_timeout, a.read_timeout})  // 0: --open-timeout not given
+        if (!(t >= 0 && t <= 1e6)) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
+    if (a.read_timeout == 0) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
+    if (a.open_timeout == 0) a.open_timeout = a.listen ? 600 : 30;
     std::error_code ec;
     if (!is_stream(a.input) && !fs::exists(a.input, ec)) usage_error(a.input + ": no such file (check the path)");
     if (fs::exists(a.input, ec) && fs::exists(a.output, ec) && fs::equivalent(a.input, a.output, ec))
         usage_error("output " + a.output + " is the input: choose another output path (the input is never "
                     "overwritten)");
-    if (image_path(a.output) && !image_path(a.input))
+    const fs::path out_parent = fs::path(a.output).parent_path();
+    const fs::path out_dir = out_parent.empty() ? fs::path(".") : out_parent;
+    if (!fs::is_directory(out_dir, ec))
+        usage_error("-o " + a.output + ": the folder " + out_dir.string() + " does not exist; create it first");
+    if (image_path(a.output) && !image_path(a.input) && a.max_frames != 1)
         usage_error("output " + a.output + " is an image, the input a video or stream: only its last frame would "
-                    "be kept; write a video (.mp4, .mkv, .avi)");
+                    "be kept; write a video (.mp4, .mkv, .avi), or take one frame with --max-frames 1");
     if (!a.report.empty()) {
         const fs::path report(a.report), folder = report.parent_path().empty() ? fs::path(".") : report.parent_path();
         if (fs::is_directory(report, ec)) usage_error("--report " + a.report + " is a folder; give a file name");
@@ -219,8 +243,10 @@ private:
 
 // Set by SIGINT/SIGTERM: the decoder stops reading, what was read is anonymized and the output finished.
 std::atomic<bool> g_signalled{false};
+std::atomic<int> g_signal{0};
 
 extern "C" void on_stop_signal(int sig) {
+    g_signal = sig;
     g_signalled = true;
     std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
@@ -317,7 +343,7 @@ int main(int argc, char **argv) {
     styleid_edge_get_info(rt, &info);
     const std::string runs = styleid_edge_describe(rt);
     if (!a.quiet) std::fprintf(stderr, "styleid-edge-rt: %s\n", runs.c_str());
-    if (runs.find("identity ranks: structural prior") != std::string::npos)
+    if (info.n_swapped > 0 && !info.ranks_calibrated && !a.quiet)
         std::fprintf(stderr, "styleid-edge-rt: note: pack %s has no calibrated identity ranks; the latent method uses "
                              "a structural prior (run `styleid-edge calibrate ranks --pack %s` for the calibrated "
                              "ones)\n", a.pack.c_str(), a.pack.c_str());
@@ -340,7 +366,8 @@ int main(int argc, char **argv) {
                                            a.open_timeout, a.input.c_str());
     if (styleid_edge_reader_open_with(a.input.c_str(), &ropt, &reader, &width, &height, &fps) != STYLEID_EDGE_OK) {
         styleid_edge_destroy(rt);
-        return fail("opening " + a.input) + (is_stream(a.input) ? 0 : 1);  // an unreadable file is bad input: 2
+        fail("opening " + a.input);
+        return is_stream(a.input) ? 1 : 2;  // an unreadable file is bad input (2); an unreachable stream fails (1)
     }
     // from here on Ctrl-C stops reading and finishes the output (during the open it ends the process at once:
     // nothing was written yet)
@@ -419,26 +446,28 @@ int main(int argc, char **argv) {
     styleid_edge_destroy(rt);
     if (tty && !a.quiet && totals.frames >= 25) std::fprintf(stderr, "\n");
     std::vector<std::string> warnings;
-    // a file that decodes fewer frames than its container holds was cut off or is damaged (OpenCV reports a
-    // decode failure as the end of the stream); some containers only estimate their length: a small margin
-    const bool file_input = expected_frames > 1;
-    if (file_input && !g_signalled && !hit_max && error.empty() &&
-        frames_read + std::max<int64_t>(2, expected_frames / 50) < expected_frames)
+    // a file that decodes fewer frames than its container records was cut off or is damaged (OpenCV reports
+    // a decode failure as the end of the stream); only containers that record the count, with a small margin
+    const bool file_input = !is_stream(a.input);
+    if (file_input && exact_frame_count(a.input) && expected_frames > 1 && !g_signalled && !hit_max &&
+        error.empty() && frames_read + std::max<int64_t>(2, expected_frames / 50) < expected_frames)
         warnings.push_back(a.input + " ended after " + std::to_string(frames_read) + " of its " +
                            std::to_string(expected_frames) + " frames: the file is cut off or damaged; the output "
                            "holds the " + std::to_string(totals.frames) + " frames that could be read");
+    // Ctrl-C / SIGTERM: how a stream or camera run ends (0); a file run was cut short (128 + the signal)
+    const int signal_status = g_signalled && file_input ? 128 + g_signal.load() : 0;
     if (totals.frames == 0) {
         std::error_code ec;
         fs::remove(a.output, ec);  // a file with no frame is no video: leave nothing behind
         write_report(a, totals, seconds(), error, warnings);
         if (g_signalled) {
             std::fprintf(stderr, "styleid-edge-rt: stopped by a signal before the first frame; nothing was written\n");
-            return 130;
+            return signal_status;
         }
         std::fprintf(stderr, "styleid-edge-rt: no frame could be %s from %s%s%s; nothing was written\n",
                      error.empty() ? "decoded" : "processed", a.input.c_str(), error.empty() ? "" : ": ",
                      error.c_str());
-        return error.empty() ? 2 : 1;
+        return error.empty() && file_input ? 2 : 1;  // an undecodable file is bad input; a silent stream fails
     }
     const bool report_ok = write_report(a, totals, seconds(), error, warnings);
     if (!a.quiet)
@@ -450,10 +479,9 @@ int main(int argc, char **argv) {
                      error.c_str(), a.output.c_str(), totals.frames);
         return 3;
     }
-    if (g_signalled) {
+    if (g_signalled)
         std::fprintf(stderr, "styleid-edge-rt: stopped by a signal; %s is finished and holds %ld frames\n",
                      a.output.c_str(), totals.frames);
-        return file_input ? 130 : 0;  // Ctrl-C is how a stream or camera run ends; a file run was cut short
-    }
+    if (signal_status) return signal_status;
     return warnings.empty() && report_ok ? 0 : 3;
 }

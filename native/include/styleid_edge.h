@@ -12,8 +12,8 @@
  * styleid_edge_last_error() (per thread) says what went wrong, naming the file and the fix.
  *
  * Threads: a handle, reader or writer may be used from one thread at a time (any thread, not only the
- * one that made it); separate objects are independent and may run in parallel. The *_destroy and
- * *_close functions accept NULL.
+ * one that made it); separate objects are independent and may run in parallel. styleid_edge_destroy
+ * and styleid_edge_reader_close accept NULL; styleid_edge_writer_close(NULL) returns ERR_ARGUMENT.
  *
  * Compatibility: STYLEID_EDGE_VERSION_* below are the header's version, styleid_edge_version() the
  * library's. Before 1.0 the ABI may change with the minor version (struct layouts included:
@@ -120,6 +120,8 @@ typedef struct styleid_edge_info {
     int32_t encoder_size;  /* encoder input side */
     int32_t n_swapped;     /* channels the latent method takes from the target */
     int32_t synthetic;     /* 1: the pack was made from random weights */
+    int32_t ranks_calibrated; /* 1: the latent method swaps by the pack's calibrated identity ranks; 0: by a
+                                 structural prior (run `styleid-edge calibrate ranks`), or no latent method */
 } styleid_edge_info;
 
 typedef struct styleid_edge styleid_edge;

@@ -55,7 +55,7 @@ class Face(C.Structure):
 
 class Info(C.Structure):
     _fields_ = [(n, C.c_int32) for n in ("resolution", "n_latent", "style_dim", "n_styles", "crop_size",
-                                         "encoder_size", "n_swapped", "synthetic")]
+                                         "encoder_size", "n_swapped", "synthetic", "ranks_calibrated")]
 
 
 def find_library(build_dir: str | os.PathLike | None = None, name: str = "libstyleid_edge.so") -> Path | None:

@@ -43,8 +43,8 @@ Backend::Backend(BackendConfig config) : config_(std::move(config)) {
 // here with the list, instead of a plugin exception per model; AUTO/HETERO/MULTI/BATCH specs are left to OpenVINO.
 void Backend::check_openvino_device() {
     const std::string base = ov_device_.substr(0, ov_device_.find_first_of(".:"));
-    if (ov_device_.find(':') != std::string::npos || base == "AUTO" || base == "HETERO" || base == "MULTI" ||
-        base == "BATCH")
+    if (ov_device_ == "CPU" || ov_device_.find(':') != std::string::npos || base == "AUTO" || base == "HETERO" ||
+        base == "MULTI" || base == "BATCH")
         return;
     std::vector<std::string> available;
     try {

@@ -197,6 +197,7 @@ styleid_edge_status styleid_edge_get_info(const styleid_edge *handle, styleid_ed
         info->encoder_size = a.latent() ? a.latent()->encoder_size() : 0;
         info->n_swapped = a.latent() ? a.latent()->n_swapped() : 0;
         info->synthetic = p.synthetic ? 1 : 0;
+        info->ranks_calibrated = a.latent() && a.latent()->ranks_calibrated() ? 1 : 0;
     });
 }
 

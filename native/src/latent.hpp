@@ -46,6 +46,7 @@ public:
     int encoder_size() const { return encoder_size_; }
     int n_swapped() const { return static_cast<int>(swap_.size()); }
     const std::string &rank_source() const { return rank_source_; }
+    bool ranks_calibrated() const { return rank_source_.rfind("pack ", 0) == 0; }  // the pack's own ranks
     // "encoder: OpenVINO CPU; mapping: ...": what runs each model
     std::string runners() const;
     // The most faces one generate() call may take: options.batch_size, lowered to what fixed-profile engines

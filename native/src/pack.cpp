@@ -16,7 +16,7 @@ const char *const kModelRoles[] = {"mapping", "affine", "synthesis", "encoder", 
 const char *const kRequiredRoles[] = {"mapping", "affine", "synthesis"};
 const char *const kKnownFields[] = {"resolution", "n_latent", "style_dim", "channel_multiplier", "style_layers",
                                     "latent_avg", "files", "recognizer", "ranks", "defaults", "provenance",
-                                    "synthetic", "licences", "checksums", "format_version"};
+                                    "synthetic", "licences", "format_version"};
 constexpr int kFormatVersion = 1;
 
 bool is_plain_name(const std::string &name) {
@@ -181,14 +181,10 @@ Pack load_pack(const std::string &root) {
         need(known, "unknown model role '" + kv.first + "'");
     }
     for (const char *r : kRequiredRoles) need(pack.files.count(r) != 0, std::string("the pack lacks required model ") + r);
-    for (const char *key : {"recognizer", "defaults", "provenance", "checksums"}) {
+    for (const char *key : {"recognizer", "defaults", "provenance"}) {
         const JsonValue *v = doc.find(key);
         need(!v || v->is_object(), std::string(key) + " must be an object");
     }
-    if (const JsonValue *sums = doc.find("checksums"))  // file -> sha256; `styleid-edge pack info --verify` checks
-        for (const auto &kv : sums->members)
-            need(kv.second.is_string() && kv.second.text.size() == 64,
-                 "checksums must map file names to sha256 hex digests");
     if (const JsonValue *defaults = doc.find("defaults")) {
         if (const JsonValue *strength = defaults->find("strength")) {
             if (strength->is_object())

@@ -195,17 +195,22 @@ def gpu_info(device_id: int = 0) -> GpuInfo:
         out = subprocess.run([smi, "--query-gpu=index,uuid,name,compute_cap", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30)
         if out.returncode == 0:
-            gpu = smi_gpu(out.stdout, device_id, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            gpu = smi_gpu(out.stdout, device_id, os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          os.environ.get("CUDA_DEVICE_ORDER"))
             if gpu is not None:
                 return gpu
-    raise TensorRTError(f"{NO_GPU_HINT} ({cuda_error})")
+    raise TensorRTError(f"{NO_GPU_HINT} ({cuda_error}; with GPUs of different models, nvidia-smi cannot say which "
+                        f"one CUDA numbers {device_id}: pip install cuda-python, or set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
 
 
-def smi_gpu(csv: str, device_id: int, visible: str | None) -> GpuInfo | None:
-    """CUDA device ``device_id`` from ``nvidia-smi --query-gpu=index,uuid,name,compute_cap`` rows.
+def smi_gpu(csv: str, device_id: int, visible: str | None, order: str | None = None) -> GpuInfo | None:
+    """CUDA device ``device_id`` from ``nvidia-smi --query-gpu=index,uuid,name,compute_cap`` rows, or None
+    when they cannot say which GPU that is.
 
-    nvidia-smi lists every GPU; CUDA numbers only those in ``CUDA_VISIBLE_DEVICES`` (indices or
-    ``GPU-`` UUID prefixes, in the order given; the list ends at the first entry it cannot match).
+    nvidia-smi lists every GPU by PCI bus; CUDA numbers only those in ``CUDA_VISIBLE_DEVICES`` (indices or
+    ``GPU-`` UUID prefixes, in the order given; the list ends at the first entry it cannot match), and by
+    default fastest first: the PCI order holds only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``order``), or
+    when every candidate GPU is the same model (then any of them gives the same answer).
     """
     rows = []
     for line in csv.strip().splitlines():
@@ -223,6 +228,8 @@ def smi_gpu(csv: str, device_id: int, visible: str | None) -> GpuInfo | None:
             chosen.append(match[0])
         rows = chosen
     if not 0 <= device_id < len(rows):
+        return None
+    if order != "PCI_BUS_ID" and len({(r[2], r[3]) for r in rows}) > 1:
         return None
     _, _, name, cap = rows[device_id]
     major, _, minor = cap.partition(".")
@@ -283,14 +290,20 @@ def cache_key(gpu: GpuInfo, trt_version: str, onnx_sha256: str, precision: dict[
     doc = {"gpu": gpu.name, "compute_capability": list(gpu.compute_capability), "tensorrt": str(trt_version),
            "onnx_sha256": onnx_sha256, "precision": precision,
            "profile": {k: [list(s) for s in v] for k, v in sorted(profile.items())}, "recipe": RECIPE}
-    if builder:
+    if builder:  # only non-default settings: the default key is the one engines had before they were keyed
         doc["builder"] = builder
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def builder_settings(config: BuildConfig) -> dict[str, Any]:
-    """The builder settings that change which tactics an engine gets (part of the cache key)."""
-    return {"optimization_level": config.builder_optimization_level, "workspace_gb": float(config.workspace_gb)}
+    """The builder settings that change which tactics an engine gets and differ from the defaults (part of
+    the cache key; {} at the defaults, so engines built before these entered the key keep their key)."""
+    out: dict[str, Any] = {}
+    if config.builder_optimization_level is not None:
+        out["optimization_level"] = int(config.builder_optimization_level)
+    if float(config.workspace_gb) != BuildConfig.workspace_gb:
+        out["workspace_gb"] = float(config.workspace_gb)
+    return out
 
 
 def timing_cache_name(gpu: GpuInfo, trt_version: str) -> str:

@@ -68,8 +68,8 @@ class AnonymizerConfig:
     batch_size: int = 16
     donors: str | None = None  # donor bank file for --method donor (default: the pack's donors.npz)
     # Privacy check after generation: a face that a real recognizer (SFace) still matches to its
-    # original at this cosine or above is pixelated instead (counted as "identity_still_matches"; for a held
-    # box with no detection this frame, usually background after the face left, as "held_unchanged").
+    # original at this cosine or above is pixelated instead (counted as "identity_still_matches"; for a box the
+    # tracker held with no detection this frame, often background after the face left, "held_still_matches").
     # The default sits below SFace's same-person threshold (0.363) with a margin for video
     # re-encoding and landmark jitter, which move the score by a few hundredths.
     verify: bool = True
@@ -375,13 +375,16 @@ class Anonymizer:
                 sims[i] = max(sims[i], float(sim))
         except Exception as exc:  # noqa: BLE001 - cannot verify: fail closed
             log.error("identity check failed, pixelating %d face(s): %s", len(batch), exc)
-            sims = np.full(len(batch), np.inf)
+            for w in batch:
+                w.rec.method, w.rec.fallback = "pixelate", "verify_error"
+            self.timer.add("verify", t)
+            return
         for w, sim in zip(batch, sims):
             if sim >= self.config.verify_threshold:
-                # a held box (no detection this frame) that came out unchanged is mostly background after the
-                # face left the frame: counted apart, so the report does not read as failed anonymization
+                # a held box (no detection this frame) is counted apart: often background after the face left,
+                # sometimes a face the detector missed; pixelated either way
                 w.rec.method = "pixelate"
-                w.rec.fallback = "held_unchanged" if w.rec.held else "identity_still_matches"
+                w.rec.fallback = "held_still_matches" if w.rec.held else "identity_still_matches"
         self.timer.add("verify", t)
 
     def _generate(self, batch: list[_Work]) -> list[tuple[np.ndarray, np.ndarray | None]]:

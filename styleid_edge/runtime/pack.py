@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+CHECKSUMS = "checksums.sha256"  # sha256 of every model and rank file; beside the manifest, so older readers load
 MODEL_ROLES = ("mapping", "affine", "synthesis", "encoder", "recognizer", "mapper")
 REQUIRED_ROLES = ("mapping", "affine", "synthesis")
 PACK_ENV = "STYLEID_EDGE_PACK"
@@ -54,7 +55,6 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)  # sources: [{role, file, sha256}], tool version
     synthetic: bool = False  # made from random / synthetic weights, not a trained checkpoint
     licences: list[str] = field(default_factory=list)
-    checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256 of every model and rank file
     format_version: int = FORMAT_VERSION
 
     def listed_files(self) -> list[str]:
@@ -123,14 +123,32 @@ class Manifest:
         need(isinstance(self.synthetic, bool), "synthetic must be true or false")
         need(isinstance(self.licences, list) and all(isinstance(s, str) for s in self.licences),
              "licences must be a list of strings")
-        need(isinstance(self.checksums, dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) == 64
-                                                      for k, v in self.checksums.items()),
-             "checksums must map file names to sha256 hex digests")
 
 
-def file_checksums(root: Path, names: list[str]) -> dict[str, str]:
-    """name -> sha256 of each file under ``root`` (what ``manifest.checksums`` holds)."""
-    return {name: sha256_file(Path(root) / name) for name in names}
+def file_checksums(root: Path, names: Iterable[str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """name -> sha256 of each file under ``root``; names in ``known`` keep the digest given there."""
+    known = known or {}
+    return {name: known[name] if name in known else sha256_file(Path(root) / name) for name in names}
+
+
+def read_checksums(root: Path) -> dict[str, str]:
+    """The pack's ``checksums.sha256`` (``sha256sum`` format) as name -> digest; {} when there is none."""
+    path = Path(root) / CHECKSUMS
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep and len(digest) == 64:
+            out[name.strip()] = digest
+    return out
+
+
+def write_checksums(root: Path, sums: dict[str, str]) -> None:
+    """Write ``checksums.sha256`` (atomically): ``sha256sum -c checksums.sha256`` in the pack checks it too."""
+    tmp = Path(root) / (CHECKSUMS + ".tmp")
+    tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    tmp.replace(Path(root) / CHECKSUMS)
 
 
 def _is_plain_name(name: str) -> bool:
@@ -195,12 +213,13 @@ class ModelPack:
         return arr
 
     def verify_files(self) -> list[tuple[str, str]]:
-        """(file name, "ok" | "changed" | "missing" | "unrecorded") for every file the manifest lists:
-        the sha256 of each against ``manifest.checksums`` (packs written before checksums say "unrecorded")."""
+        """(file name, "ok" | "changed" | "missing" | "unrecorded") for every file the manifest lists: the
+        sha256 of each against ``checksums.sha256`` (packs written before checksums say "unrecorded")."""
         out = []
+        recorded = read_checksums(self.root)
         for name in self.manifest.listed_files():
             path = self.path(name)
-            want = self.manifest.checksums.get(name)
+            want = recorded.get(name)
             if not path.is_file():
                 out.append((name, "missing"))
             elif want is None:
@@ -210,14 +229,12 @@ class ModelPack:
         return out
 
     def save_manifest(self, written: Iterable[str] = ()) -> None:
-        """Write ``manifest.json`` (atomically). Checksums: the files in ``written`` (just written by the
-        caller) and listed files without one are hashed now; the others keep theirs, so a file that changed
-        on disk behind the pack's back is still caught by ``pack info --verify``."""
-        names, fresh = self.manifest.listed_files(), set(written)
-        old = self.manifest.checksums
-        self.manifest.checksums = {n: old[n] for n in names if n in old and n not in fresh}
-        self.manifest.checksums.update(file_checksums(self.root, [n for n in names if n not in self.manifest.checksums]))
-        self.manifest.checksums = {n: self.manifest.checksums[n] for n in names}
+        """Write ``manifest.json`` (atomically) and ``checksums.sha256``: the files in ``written`` (just
+        written by the caller) and listed files without a digest are hashed now; the others keep theirs, so a
+        file that changed on disk behind the pack's back is still caught by ``pack info --verify``."""
+        fresh = set(written)
+        known = {k: v for k, v in read_checksums(self.root).items() if k not in fresh}
+        write_checksums(self.root, file_checksums(self.root, self.manifest.listed_files(), known))
         self.manifest.validate(str(self.root / MANIFEST))
         tmp = self.root / (MANIFEST + ".tmp")
         tmp.write_text(self.manifest.to_json())
