@@ -52,10 +52,10 @@ const char *kUsage =
     "  --open-timeout S give up opening a stream after S seconds (default 30; with --rtsp-listen 600)\n"
     "  --read-timeout S a stream with no frame for S seconds has ended (default 30)\n"
     "  -q, --quiet      no progress output\n"
-    "exit status: 0 done; 1 failed (a stream that cannot be opened included); 2 bad arguments or an unreadable\n"
-    "  input file (nothing written); 3 done with errors\n"
-    "  (the output was written but may be incomplete: a cut-off input, a read or write error); 130 a file input\n"
-    "  stopped by Ctrl-C (the output holds the frames done so far)\n";
+    "exit status: 0 done; 1 failed (a stream that cannot be opened or sends nothing included); 2 bad arguments\n"
+    "  or an unreadable input file (nothing written); 3 done with errors (the output was written but may be\n"
+    "  incomplete: a cut-off input, a read or write error); 130 (143: SIGTERM) a file input stopped by Ctrl-C\n"
+    "  (the output holds the frames done so far; on a stream Ctrl-C is the normal end: 0)\n";
 
 struct Args {
     std::string input, output, pack, method = "latent", detector, report, device, engine_dir;
@@ -66,7 +66,8 @@ struct Args {
     bool quiet = false;
     std::string rtsp_transport;
     bool listen = false;
-    double open_timeout = 0, read_timeout = 30;  // open_timeout 0: not given (30 s, 600 s with --rtsp-listen)
+    double open_timeout = 30, read_timeout = 30;
+    bool open_timeout_given = false;  // not given: 30 s, 600 s with --rtsp-listen
 };
 
 [[noreturn]] void usage_error(const std::string &msg) {
@@ -96,10 +97,16 @@ unsigned long long to_seed(const std::string &s, size_t *n) {
     return std::stoull(s, n);
 }
 
-bool image_path(const std::string &path) {
-    const size_t dot = path.find_last_of('.');
-    std::string s = dot == std::string::npos ? "" : path.substr(dot);
+std::string lower_suffix(const std::string &path) {
+    const std::string name = fs::path(path).filename().string();
+    const size_t dot = name.find_last_of('.');
+    std::string s = dot == std::string::npos ? "" : name.substr(dot);
     for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+bool image_path(const std::string &path) {
+    const std::string s = lower_suffix(path);
     return s == ".jpg" || s == ".jpeg" || s == ".png" || s == ".bmp";
 }
 
@@ -111,9 +118,7 @@ bool is_stream(const std::string &input) {
 
 // Containers whose frame count is recorded, not estimated from the duration: a shorter read means cut off.
 bool exact_frame_count(const std::string &path) {
-    const size_t dot = path.find_last_of('.');
-    std::string s = dot == std::string::npos ? "" : path.substr(dot);
-    for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string s = lower_suffix(path);
     return s == ".avi" || s == ".mp4" || s == ".mov" || s == ".m4v";
 }
 
@@ -158,7 +163,7 @@ Args parse(int argc, char **argv) {
         else if (k == "--rtsp-listen") a.listen = true;
         else if (k == "--open-timeout") {
             a.open_timeout = number(k, value(i), to_double);
-            if (!(a.open_timeout > 0)) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
+            a.open_timeout_given = true;
         }
         else if (k == "--read-timeout") a.read_timeout = number(k, value(i), to_double);
         else if (k == "-q" || k == "--quiet") a.quiet = true;
@@ -178,16 +183,14 @@ Args parse(int argc, char **argv) {
         std::fprintf(stderr, "styleid-edge-rt: WARNING: --thresh %g is high: faces the detector scores lower stay "
                              "UNCHANGED in the output (sharp frontal faces often score 0.8-0.95)\n", a.thresh);
     if (!(a.weak_thresh >= 0.f && a.weak_thresh <= 1.f)) usage_error("--weak-thresh must be in [0, 1]");
-
     if (!a.rtsp_transport.empty() && a.rtsp_transport != "tcp" && a.rtsp_transport != "udp")
         usage_error("--rtsp-transport must be tcp or udp");
     const bool rtsp = a.input.rfind("rtsp://", 0) == 0;
     if ((a.listen || !a.rtsp_transport.empty()) && !rtsp)
         usage_error("--rtsp-listen and --rtsp-transport need an rtsp:// INPUT");
-    for (double t : {a.open_timeout, a.read_timeout})  // 0: --open-timeout not given
-        if (!(t >= 0 && t <= 1e6)) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
-    if (a.read_timeout == 0) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
-    if (a.open_timeout == 0) a.open_timeout = a.listen ? 600 : 30;
+    for (double t : {a.open_timeout, a.read_timeout})  // finite: they become int milliseconds
+        if (!(t > 0 && t <= 1e6)) usage_error("--open-timeout and --read-timeout must be in (0, 1e6] seconds");
+    if (!a.open_timeout_given && a.listen) a.open_timeout = 600;
     std::error_code ec;
     if (!is_stream(a.input) && !fs::exists(a.input, ec)) usage_error(a.input + ": no such file (check the path)");
     if (fs::exists(a.input, ec) && fs::exists(a.output, ec) && fs::equivalent(a.input, a.output, ec))
@@ -341,8 +344,7 @@ int main(int argc, char **argv) {
     if (styleid_edge_create(a.pack.c_str(), &opt, &rt) != STYLEID_EDGE_OK) return fail("loading " + a.pack);
     styleid_edge_info info;
     styleid_edge_get_info(rt, &info);
-    const std::string runs = styleid_edge_describe(rt);
-    if (!a.quiet) std::fprintf(stderr, "styleid-edge-rt: %s\n", runs.c_str());
+    if (!a.quiet) std::fprintf(stderr, "styleid-edge-rt: %s\n", styleid_edge_describe(rt));
     if (info.n_swapped > 0 && !info.ranks_calibrated && !a.quiet)
         std::fprintf(stderr, "styleid-edge-rt: note: pack %s has no calibrated identity ranks; the latent method uses "
                              "a structural prior (run `styleid-edge calibrate ranks --pack %s` for the calibrated "

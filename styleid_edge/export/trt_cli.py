@@ -46,7 +46,7 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
                                  and config.calib_synthetic != 32 else None),
              "device_id": config.device_id or None,
              "builder_optimization_level": config.builder_optimization_level,
-             "workspace_gb": config.workspace_gb if config.workspace_gb != 4.0 else None}
+             "workspace_gb": config.workspace_gb if config.workspace_gb != BuildConfig.workspace_gb else None}
     print(f"{len(records)} engines: {built} built, {len(records) - built} loaded from cache. "
           f"Run with: styleid-edge anonymize ... --backend tensorrt"
           + "".join(f" --backend-option {k}={v}" for k, v in keyed.items() if v is not None))

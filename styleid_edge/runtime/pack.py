@@ -232,10 +232,10 @@ class ModelPack:
         """Write ``manifest.json`` (atomically) and ``checksums.sha256``: the files in ``written`` (just
         written by the caller) and listed files without a digest are hashed now; the others keep theirs, so a
         file that changed on disk behind the pack's back is still caught by ``pack info --verify``."""
+        self.manifest.validate(str(self.root / MANIFEST))
         fresh = set(written)
         known = {k: v for k, v in read_checksums(self.root).items() if k not in fresh}
         write_checksums(self.root, file_checksums(self.root, self.manifest.listed_files(), known))
-        self.manifest.validate(str(self.root / MANIFEST))
         tmp = self.root / (MANIFEST + ".tmp")
         tmp.write_text(self.manifest.to_json())
         tmp.replace(self.root / MANIFEST)

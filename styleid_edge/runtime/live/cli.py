@@ -42,8 +42,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
                    help="camera index (0), device (/dev/video0), stream URL (rtsp://, http://, udp://...) "
                         "or a video file (played at its own frame rate)")
     p.add_argument("--source", action="append", default=[], help="another source (repeatable); each gets its "
-                   "own outputs (OUTPUT/source-N/ or NAME-source-N.mp4, MJPEG and UDP port + N, its own --push URL) and shares the "
-                   "models: the faces of all sources are generated together, one batch per tick")
+                   "own outputs (OUTPUT/source-N/ or NAME-source-N.mp4, MJPEG and UDP port + N, its own --push "
+                   "URL) and shares the models: the faces of all sources are generated together, one batch per tick")
     p.add_argument("-o", "--output", help="folder (or NAME.mp4) for segmented H.264 files")
     p.add_argument("--segment-seconds", type=NON_NEGATIVE, default=60.0,
                    help="length of each output file (0: one file)")
