@@ -97,16 +97,9 @@ unsigned long long to_seed(const std::string &s, size_t *n) {
     return std::stoull(s, n);
 }
 
-std::string lower_suffix(const std::string &path) {
-    const std::string name = fs::path(path).filename().string();
-    const size_t dot = name.find_last_of('.');
-    std::string s = dot == std::string::npos ? "" : name.substr(dot);
-    for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-}
-
 bool image_path(const std::string &path) {
-    const std::string s = lower_suffix(path);
+    std::string s = fs::path(path).extension().string();
+    for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s == ".jpg" || s == ".jpeg" || s == ".png" || s == ".bmp";
 }
 
@@ -114,12 +107,6 @@ bool image_path(const std::string &path) {
 bool is_stream(const std::string &input) {
     return input.find("://") != std::string::npos || input.rfind("/dev/video", 0) == 0 ||
            (!input.empty() && input.size() <= 3 && input.find_first_not_of("0123456789") == std::string::npos);
-}
-
-// Containers whose frame count is recorded, not estimated from the duration: a shorter read means cut off.
-bool exact_frame_count(const std::string &path) {
-    const std::string s = lower_suffix(path);
-    return s == ".avi" || s == ".mp4" || s == ".mov" || s == ".m4v";
 }
 
 Args parse(int argc, char **argv) {
@@ -396,7 +383,7 @@ int main(int argc, char **argv) {
         if (error.empty()) error = e + ": " + styleid_edge_last_error();
         stop = true;
     };
-    const int64_t expected_frames = styleid_edge_reader_frame_count(reader);  // -1: a stream or camera
+    const int64_t expected_frames = styleid_edge_reader_frame_count(reader);  // -1: unknown (streams, mkv, ...)
     long frames_read = 0;
     bool hit_max = false;
     std::thread decoder([&] {
@@ -449,9 +436,9 @@ int main(int argc, char **argv) {
     if (tty && !a.quiet && totals.frames >= 25) std::fprintf(stderr, "\n");
     std::vector<std::string> warnings;
     // a file that decodes fewer frames than its container records was cut off or is damaged (OpenCV reports
-    // a decode failure as the end of the stream); only containers that record the count, with a small margin
+    // a decode failure as the end of the stream); a small margin for rounding in the container's index
     const bool file_input = !is_stream(a.input);
-    if (file_input && exact_frame_count(a.input) && expected_frames > 1 && !g_signalled && !hit_max &&
+    if (file_input && expected_frames > 1 && !g_signalled && !hit_max &&
         error.empty() && frames_read + std::max<int64_t>(2, expected_frames / 50) < expected_frames)
         warnings.push_back(a.input + " ended after " + std::to_string(frames_read) + " of its " +
                            std::to_string(expected_frames) + " frames: the file is cut off or damaged; the output "

@@ -209,8 +209,9 @@ STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_open_with(const char *u
 /* Next frame into bgr (width*height*3 at the given stride); *got = 0 at the end of the stream. */
 STYLEID_EDGE_API styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *reader, uint8_t *bgr, size_t stride,
                                                               int *got);
-/* Frames a video file's container says it holds (an estimate for some containers), 1 for an image, -1 when
- * unknown (streams, cameras). Compare with the frames read to notice a file that ends early (cut off). */
+/* Frames an .avi/.mp4/.mov/.m4v file's container records, 1 for an image, -1 when unknown (streams, cameras,
+ * containers that only estimate it from their duration, such as .mkv and .ts). Compare with the frames
+ * read to notice a file that ends early (cut off). */
 STYLEID_EDGE_API int64_t styleid_edge_reader_frame_count(const styleid_edge_reader *reader);
 STYLEID_EDGE_API void styleid_edge_reader_close(styleid_edge_reader *reader);
 /* Create a video file (codec from the suffix: .mp4/.mkv -> H.264 when OpenCV's FFmpeg can encode it, else

@@ -223,6 +223,10 @@ int64_t styleid_edge_reader_frame_count(const styleid_edge_reader *r) {
     if (!r) return -1;
     if (r->is_image) return 1;
     if (is_url(r->uri) || is_camera_index(r->uri) || is_device_path(r->uri)) return -1;
+    // only containers that record their frame count: for the others (mkv, ts, ...) OpenCV estimates it from
+    // the duration, which a variable frame rate or a longer audio track throws off
+    const std::string sfx = suffix(r->uri);
+    if (sfx != ".avi" && sfx != ".mp4" && sfx != ".mov" && sfx != ".m4v") return -1;
     const double n = r->capture.get(cv::CAP_PROP_FRAME_COUNT);
     return n > 0 && n < 1e12 ? static_cast<int64_t>(n) : -1;
 }

@@ -47,7 +47,7 @@ from ..files import sha256_file, umask_mode
 from ..runtime.align import ARCFACE_TEMPLATE, arcface_crop, ffhq_crop, transform_points
 from ..runtime.backends import SessionOptions, create_session
 from ..runtime.methods import crops_to_input, images_to_crops
-from ..runtime.pack import MANIFEST, Manifest, ModelPack, file_checksums, read_checksums, write_checksums
+from ..runtime.pack import MANIFEST, Manifest, ModelPack
 
 log = logging.getLogger(__name__)
 
@@ -565,13 +565,10 @@ def write_int8_pack(pack: ModelPack, out: str | Path, calib: CalibrationSet, con
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "note": "post-training INT8 (styleid-edge calibrate int8); quality vs float in int8_report.json"}
         manifest["provenance"] = prov
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        # the copied files keep the digests the float pack recorded (a file corrupted there stays caught);
-        # the quantized ones are hashed now
-        quantized = {manifest["files"][q.role] for q in done}
-        copied = {k: v for k, v in read_checksums(pack.root).items() if k not in quantized}
-        write_checksums(work, file_checksums(work, Manifest.from_dict(manifest, str(work / MANIFEST)).listed_files(),
-                                             copied))
+        # the copied files keep the digests the float pack recorded (its checksums.sha256 was copied with
+        # them: a file corrupted there stays caught); the quantized ones are hashed now
+        ModelPack(work, Manifest.from_dict(manifest, str(work / MANIFEST))).save_manifest(
+            written=[manifest["files"][q.role] for q in done])
         ModelPack.load(work)  # validate before it appears under its name
         if out.exists():
             shutil.rmtree(out)

@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..files import umask_mode
-from ..runtime.pack import Manifest, ModelPack, file_checksums, write_checksums
+from ..runtime.pack import Manifest, ModelPack
 from .checkpoints import sha256_file
 from .onnx_io import export_onnx
 
@@ -137,9 +137,7 @@ def build_pack(out_dir: str | Path, *, stylegan2: str | Path, e4e: str | Path | 
             provenance={"sources": sources, "tool": f"styleid-edge {__version__}", "torch": torch.__version__,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             synthetic=synthetic, licences=licences)
-        manifest.validate()
-        (work / "manifest.json").write_text(manifest.to_json())
-        write_checksums(work, file_checksums(work, manifest.listed_files()))
+        ModelPack(work, manifest).save_manifest()  # validated; with checksums.sha256
         if out_dir.exists():  # an empty folder or a pack: check_pack_out said so before the export
             shutil.rmtree(out_dir)
         umask_mode(work)

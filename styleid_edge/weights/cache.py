@@ -85,6 +85,12 @@ class LockFile:
         tmp.replace(self.path)
 
 
+def looks_like_html(first: bytes) -> bool:
+    """The first bytes of a web page where a file was expected (a download or quota page)."""
+    head = first[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<!--"))
+
+
 FORMAT_MAGIC = {".pt": (b"PK\x03\x04", b"\x80"), ".pth": (b"PK\x03\x04", b"\x80"), ".npy": (b"\x93NUMPY",)}
 FORMAT_NAME = {".pt": "PyTorch checkpoint", ".pth": "PyTorch checkpoint", ".npy": "NumPy array"}
 
@@ -99,13 +105,12 @@ def format_problem(path: Path) -> str | None:
     if magics is None:
         return None
     with open(path, "rb") as fh:
-        head = fh.read(64)
+        head = fh.read(512)
     if not head:
         return "it is empty"
     if head.startswith(magics):
         return None
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype", b"<html", b"<head", b"<!--", b"<?xml")):
+    if looks_like_html(head):
         return "it is an HTML page (a download page or quota message saved instead of the file)"
     return f"it does not start like a {FORMAT_NAME[path.suffix.lower()]} ({head[:8]!r})"
 

@@ -29,7 +29,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from .cache import LOCK_NAME, LockFile, format_problem, resolve_cache_dir, sha256_file, verify_file
+from .cache import LOCK_NAME, LockFile, format_problem, looks_like_html, resolve_cache_dir, sha256_file, verify_file
 from .errors import (
     HostRefusedError,
     IncompleteDownloadError,
@@ -131,11 +131,6 @@ def _page_summary(page: str) -> str:
     return " ".join(p.title.split())[:120]
 
 
-def _looks_like_html(first: bytes) -> bool:
-    head = first[:512].lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<!--"))
-
-
 # --- HTTP ---------------------------------------------------------------------------------
 def _opener() -> urllib.request.OpenerDirector:
     # build_opener() adds ProxyHandler() (HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment);
@@ -219,7 +214,7 @@ def _start_stream(opener: urllib.request.OpenerDirector, spec: WeightFile, dest:
             raise _offline(spec, dest, url, exc) from None
         ctype = (resp.headers.get("Content-Type") or "").lower()
         first = resp.read(CHUNK) if "text/html" not in ctype else b""
-        if "text/html" in ctype or (resp.status == 200 and _looks_like_html(first)):
+        if "text/html" in ctype or (resp.status == 200 and looks_like_html(first)):
             page = (first + resp.read(MAX_PAGE)).decode("utf-8", "replace")
             resp.close()
             nxt = confirmation_url(page, resp.geturl() or url)
