@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
 from .runtime.backend_args import add_backend_arguments, backend_config
-from .runtime.cli_types import number_in
+from .runtime.cli_types import angle_list, number_in
 
 log = logging.getLogger("styleid_edge")
 
@@ -99,11 +101,18 @@ def cmd_pack_info(args: argparse.Namespace) -> int:
 
 
 # --- anonymize ----------------------------------------------------------------------------
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def cmd_anonymize(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None):
         from .runtime.archive import anonymize_with_ray
 
         return anonymize_with_ray(args)
+    if args.workers is not None:
+        raise ValueError("--workers sets how many files run in parallel on a Ray cluster: add --ray, or drop "
+                         "--workers (without --ray one process handles the files one after another)")
     from .runtime.anonymizer import AnonymizerConfig, weak_threshold
     from .runtime.backends import parse_providers
     from .runtime.jobs import JobOptions, anonymize_path
@@ -111,16 +120,16 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
                               detector=args.detector, detector_threshold=args.thresh,
                               weak_threshold=weak_threshold(args.weak_thresh), min_face=args.min_face,
-                              providers=parse_providers(args.providers), donors=args.donors,
-                              **backend_config(args))
+                              detect_angles=args.detect_angles, providers=parse_providers(args.providers),
+                              donors=args.donors, **backend_config(args))
     options = JobOptions(crf=args.crf, quiet=args.quiet, report=args.report)
     report = anonymize_path(args.input, args.output, config, pack=args.pack, options=options)
     summary = report.to_dict()
     if not args.quiet:
         fb = ", ".join(f"{k}: {v}" for k, v in summary["fallbacks"].items()) or "none"
         by = ", ".join(f"{k}: {v}" for k, v in summary["faces_by_method"].items()) or "none"
-        print(f"{summary['frames']} frames, {summary['faces']} faces ({summary['tracks']} tracks) anonymized "
-              f"({by}); fallbacks: {fb}")
+        print(f"{_count(summary['frames'], 'frame')}, {_count(summary['faces'], 'face')} "
+              f"({_count(summary['tracks'], 'track')}) anonymized ({by}); fallbacks: {fb}")
         for note in summary["notes"]:  # logged as warnings when they arose; repeated under the result
             print(f"NOTE: {note}")
         if args.report:
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "styleid-edge/pack; with none, faces are pixelated)")
     a.add_argument("--method", choices=["latent", "pixel", "swapper", "donor", "blur", "pixelate"],
                    help="default: the best the pack allows (swapper > latent > pixel > donor > pixelate)")
-    a.add_argument("--strength", type=float, help="privacy knob in (0,1]: share of identity channels swapped "
+    a.add_argument("--strength", type=number_in(float, 0.0, 1.0, low_open=True), help="privacy knob in (0,1]: share of identity channels swapped "
                                                   "(latent); default: the pack's calibrated value")
     a.add_argument("--target", help="image of a face to anonymize toward (instead of random identities)")
     a.add_argument("--seed", type=int, default=0,
@@ -201,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.3; 0 turns it off)")
     a.add_argument("--min-face", type=number_in(int, 0, 1 << 20), default=24,
                    help="faces smaller than this (px) are pixelated (default 24)")
+    a.add_argument("--detect-angles", type=angle_list, default=(-30.0, 30.0), metavar="DEG,DEG",
+                   help="extra detection passes on the frame turned by these angles (default -30,30; 'none': "
+                        "off). For a camera mounted sideways whose video has no rotation tag: 30,-30,90,-90")
     a.add_argument("--donors", help="donor bank file for --method donor")
     a.add_argument("--providers", default="cpu", help="ONNX Runtime providers in order, e.g. cuda,cpu")
     add_backend_arguments(a)
@@ -270,12 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tag_subparsers(parser: argparse.ArgumentParser) -> None:
-    """Each (nested) subcommand parser records itself in the namespace, so errors show its usage."""
+    """Each (nested) subcommand parser records itself in the namespace, so errors show its usage, and
+    takes -v too (``styleid-edge anonymize ... -v`` as well as ``styleid-edge -v anonymize ...``)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 sub.set_defaults(_command_parser=sub)
+                if "-v" not in sub._option_string_actions:
+                    sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                                     help="more log output (-vv: debug)")
                 _tag_subparsers(sub)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, systemd) ends a command the way Ctrl-C does: outputs finished
+    and kept (``NAME.partial.mp4``), the report written; exit 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_sigterm(signum: int, _frame) -> None:
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,9 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime.detect import DEFAULT_DETECTOR
 
         args.detector = DEFAULT_DETECTOR
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None  # (live installs its own)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            print(f"stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+            return 128 + exc.signum
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `... | head` closed the pipe: stop quietly, as other command-line tools do
@@ -301,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("error", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

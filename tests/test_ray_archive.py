@@ -108,7 +108,8 @@ def test_everything_done_needs_no_cluster_and_cli_handler(archive, tmp_path, tin
         ledger.record(sha256_file(path), {"input": str(path), "output": str(dst),
                                           "report": {"frames": 1, "faces": 1, "faces_by_method": {"pixelate": 1}}})
     ns = argparse.Namespace(input=str(archive), output=str(out), pack=str(tiny_pack.root), method="pixelate",
-                            strength=None, seed=0, target=None, detector="yunet", thresh=None, weak_thresh=None, min_face=24,
+                            strength=None, seed=0, target=None, detector="yunet", thresh=None, weak_thresh=None,
+                            min_face=24, detect_angles=(-30.0, 30.0),
                             providers="cpu", donors=None, backend="onnxruntime", url=None, backend_option=[],
                             crf=18, report=str(tmp_path / "r.json"), quiet=False, ray="local", workers=2)
     assert anonymize_with_ray(ns) == 0

@@ -6,7 +6,9 @@ code under test)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 import struct
 import threading
 import time
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 
 from media import bgr_to_ycbcr, corrupt_middle, load_photo, make_video, moving_faces_clip, truncate
+from styleid_edge.cli import main as cli_main
 from styleid_edge.runtime import images, video
 from styleid_edge.runtime.frame_pipeline import Progress, run_threaded
 from styleid_edge.runtime.video import (
@@ -76,6 +79,42 @@ def clip(media_dir: Path):
 def clip_mkv(media_dir: Path, clip):
     """Same frames in Matroska with Opus: no frame count in the container."""
     return make_video(media_dir / "faces.mkv", clip.frames)
+
+
+@pytest.fixture(scope="module")
+def small_frames(clip) -> list[np.ndarray]:
+    """The clip's first 25 frames (1 s at 25 fps) at 320x180: quick to encode in every container."""
+    return [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA) for f in clip.frames[:25]]
+
+
+def audio_seconds(path: Path) -> float:
+    """Decoded audio length: samples / sample rate."""
+    with av.open(str(path)) as c:
+        rate = c.streams.audio[0].codec_context.sample_rate
+        return sum(f.samples for f in c.decode(audio=0)) / rate
+
+
+def remux_with_shorter_video(src: Path, dst: Path, video_until: float) -> Path:
+    """Copy ``src``'s packets to ``dst`` (same container type), the video only up to the first
+    keyframe at or after ``video_until`` seconds, the audio all of it: a complete file whose audio
+    runs on past the video, as in a recording whose camera stopped first."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        vout, aout = out.add_stream_from_template(vin), out.add_stream_from_template(ain)
+        video_done = False
+        for packet in inp.demux(vin, ain):
+            if not packet.size:
+                continue
+            if packet.stream is vin:
+                at_cut = packet.is_keyframe and float(packet.pts * vin.time_base) >= video_until - 1e-6
+                video_done = video_done or at_cut
+                if video_done:
+                    continue
+                packet.stream = vout
+            else:
+                packet.stream = aout
+            out.mux(packet)
+    return dst
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,13 +190,41 @@ def test_round_trip_keeps_size_rate_count_duration_and_copies_audio(clip, tmp_pa
         assert [f.pts for f in c1.decode(video=0)] == [f.pts for f in c2.decode(video=0)]
 
 
-def test_matroska_input_to_mp4_copies_opus(clip_mkv, tmp_path: Path) -> None:
-    out = tmp_path / "anon.mp4"
+def test_matroska_input_to_mkv_copies_opus(clip_mkv, tmp_path: Path) -> None:
+    out = tmp_path / "anon.mkv"
     writer = transcode(clip_mkv, out)
-    dst = probe(out)
+    dst = probe(out, count=True)
     assert writer.audio_mode == "copy" and dst.audio_codec == "opus"
-    assert dst.frame_count == N_FRAMES and dst.duration == pytest.approx(2.0, abs=1e-3)
+    assert dst.frame_count == N_FRAMES and dst.duration == pytest.approx(2.0, abs=0.01)
     assert [p[2] for p in audio_packets(out)] == [p[2] for p in audio_packets(clip_mkv)]
+
+
+@pytest.mark.parametrize(("src_name", "audio_codec"), [("phone.mov", "pcm_s16le"), ("web.webm", "libopus")])
+def test_pcm_and_opus_are_reencoded_to_aac_for_mp4(small_frames, tmp_path: Path, caplog, src_name: str,
+                                                    audio_codec: str) -> None:
+    """FFmpeg muxes PCM and Opus into MP4, but QuickTime and many players do not play them there."""
+    src = make_video(tmp_path / src_name, small_frames, audio_codec=audio_codec)
+    assert probe(src).audio_codec == audio_codec.removeprefix("lib")
+    out = tmp_path / "anon.mp4"
+    with caplog.at_level(logging.INFO, logger="styleid_edge.runtime.video"):
+        writer = transcode(src, out)
+    assert writer.audio_mode == "re-encode:aac"
+    assert "cannot be copied" in caplog.text and "re-encoding it to aac" in caplog.text
+    dst = probe(out)
+    assert dst.audio_codec == "aac" and dst.frame_count == 25
+    assert audio_seconds(out) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize(("src_name", "audio_codec", "out_name"),
+                         [("phone.mov", "pcm_s16le", "anon.mov"), ("cam.avi", "libmp3lame", "anon.mp4")])
+def test_audio_that_plays_in_the_output_is_copied(small_frames, tmp_path: Path, src_name: str, audio_codec: str,
+                                                  out_name: str) -> None:
+    """PCM stays PCM in a .mov (QuickTime's own format); MP3 is copied into .mp4 like AAC."""
+    src = make_video(tmp_path / src_name, small_frames, audio_codec=audio_codec)
+    out = tmp_path / out_name
+    writer = transcode(src, out)
+    assert writer.audio_mode == "copy" and probe(out).audio_codec == probe(src).audio_codec
+    assert [p[2] for p in audio_packets(out)] == [p[2] for p in audio_packets(src)]
 
 
 def test_audio_reencoded_to_aac_when_the_container_refuses_a_copy(clip_mkv, tmp_path: Path, caplog) -> None:
@@ -186,6 +253,40 @@ def test_rotation_metadata_is_carried_over(clip, tmp_path: Path) -> None:
     upright = video.to_display(clip.frames[0], 90)
     assert upright.shape == (640, 360, 3)
     np.testing.assert_array_equal(video.from_display(upright, 90), clip.frames[0])
+
+
+def test_avi_video_starts_with_the_audio(small_frames, tmp_path: Path) -> None:
+    """AVI stores no presentation times: frame k is the k-th chunk, shown at k / fps, and the audio
+    starts at 0 too. FFmpeg's genpts (which PyAV turns on) guesses pts = dts + 1 for H.264 in AVI, so
+    read back through PyAV frame 0 sat at 0.04 s: the file was right, but the reader passed that time
+    on, and anything written from an AVI input had its video one frame late against the audio."""
+    src = make_video(tmp_path / "clip.mov", small_frames)  # H.264 (with B-frames) + AAC
+    avi = tmp_path / "anon.avi"
+    transcode(src, avi)
+
+    # What the file holds: the first video and audio chunks both at 0; no pts (read without genpts).
+    first: dict[str, av.Packet] = {}
+    with av.open(str(avi)) as c:
+        c.flags &= ~av.container.Flags.gen_pts.value
+        for packet in c.demux():
+            if packet.size:
+                first.setdefault(packet.stream.type, packet)
+    assert first["video"].pts is None and first["video"].dts == 0
+    assert first["audio"].pts * first["audio"].time_base == 0
+
+    # The reader times each frame by its slot, as players do.
+    frames = list(VideoReader(avi))
+    assert [f.time for f in frames] == pytest.approx([k / 25 for k in range(25)])
+
+    # An AVI input written to MP4 (real timestamps) keeps video and audio starting together.
+    out = tmp_path / "again.mp4"
+    transcode(avi, out)
+    with av.open(str(out)) as c:
+        video_start = next(c.decode(video=0)).time
+    with av.open(str(out)) as c:
+        audio_start = next(c.decode(audio=0)).time
+    assert video_start == audio_start == 0.0
+    assert probe(out).frame_count == 25 and probe(out).duration == pytest.approx(1.0, abs=0.03)
 
 
 def test_colour_tags_are_kept(clip, tmp_path: Path) -> None:
@@ -352,6 +453,70 @@ def test_unfinished_mp4_without_index_says_so(clip, tmp_path: Path) -> None:
     cut = truncate(src, tmp_path / "cut.mp4", 0.5)
     with pytest.raises(VideoError, match=r"cut\.mp4 is an MP4/MOV cut off before its index"):
         VideoReader(cut)
+
+
+# make_video kwargs per container (FLV takes AAC at 44.1 kHz; the others use make_video's defaults).
+NO_COUNT_CONTAINERS = {".mkv": {}, ".webm": {}, ".avi": {}, ".ts": {}, ".flv": {"sample_rate": 44100}}
+
+
+@pytest.mark.parametrize("audio", [True, False], ids=["audio", "no-audio"])
+@pytest.mark.parametrize("suffix", list(NO_COUNT_CONTAINERS))
+def test_complete_files_without_a_frame_count_read_clean(small_frames, tmp_path: Path, suffix: str,
+                                                         audio: bool) -> None:
+    """No false alarm: Matroska/WebM/FLV (the file's duration covers the audio, which ends a little
+    after the video), AVI (an extra empty chunk with MP3 audio), TS (starts at 0.08 s, no length)."""
+    src = make_video(tmp_path / f"clip{suffix}", small_frames, audio=audio, **NO_COUNT_CONTAINERS[suffix])
+    assert not probe(src).frame_count_exact
+    reader = VideoReader(src)
+    assert len(list(reader)) == 25 and reader.errors == []
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".avi", ".flv"])
+def test_cut_off_file_without_a_frame_count_is_reported(small_frames, tmp_path: Path, suffix: str) -> None:
+    """Regression: a Matroska/AVI/FLV file cut in half read as complete (no error, CLI exit 0). Its
+    header still says how long the video runs, so decoding that stops short is `missing-frames`."""
+    src = make_video(tmp_path / f"clip{suffix}", small_frames, **NO_COUNT_CONTAINERS[suffix])
+    cut = truncate(src, tmp_path / f"cut{suffix}", 0.5)
+    reader = VideoReader(cut)
+    frames = list(reader)
+    assert 0 < len(frames) < 20
+    last = reader.errors[-1]
+    assert last.kind == "missing-frames" and "damaged or cut off" in last.message, reader.errors
+    assert last.time == pytest.approx(frames[-1].time + 0.04) and f"ended at {last.time:.2f} s" in last.message
+    assert re.search(r"runs to 1\.0\d s", last.message), last.message  # 25 frames (+1 empty chunk in AVI)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".flv"])
+def test_audio_longer_than_the_video_is_no_cut(small_frames, tmp_path: Path, suffix: str) -> None:
+    """The whole-file duration covers the audio: a video that stops first is not cut off, unless no
+    stream reaches the end either. (Matroska: the video track's DURATION tag; FLV: only the file's
+    duration, so the other streams' data is checked.)"""
+    src = make_video(tmp_path / f"src{suffix}", small_frames, gop=10, **NO_COUNT_CONTAINERS[suffix])
+    short = remux_with_shorter_video(src, tmp_path / f"short{suffix}", 0.4)  # video 0.4 s, audio 1 s
+    reader = VideoReader(short)
+    assert len(list(reader)) == 10 and reader.errors == []
+
+    cut = truncate(short, tmp_path / f"cut{suffix}", 0.4)
+    reader = VideoReader(cut)
+    assert len(list(reader)) < 10 and [e.kind for e in reader.errors][-1:] == ["missing-frames"]
+
+
+def test_cli_exits_3_and_reports_a_cut_off_mkv(small_frames, tmp_path: Path, capsys) -> None:
+    """The reviewer's case end to end: `styleid-edge anonymize trunc.mkv -o out.mp4` exits 3 with the
+    error in the report, as a cut-off MP4 does; the complete file exits 0 with no error."""
+    src = make_video(tmp_path / "clip.mkv", small_frames)
+    cut = truncate(src, tmp_path / "trunc.mkv", 0.5)
+    for name, want_code in ((src, 0), (cut, 3)):
+        report = tmp_path / f"{name.stem}.json"
+        code = cli_main(["anonymize", str(name), "-o", str(tmp_path / f"{name.stem}_out.mp4"), "--method",
+                         "pixelate", "--report", str(report), "-q"])
+        err = capsys.readouterr().err
+        assert code == want_code, err
+        errors = json.loads(report.read_text())["errors"]
+        if want_code:
+            assert len(errors) == 1 and "trunc.mkv: missing-frames at" in errors[0] and "missing-frames" in err
+        else:
+            assert errors == []
 
 
 @pytest.mark.parametrize(

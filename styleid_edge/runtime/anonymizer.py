@@ -23,7 +23,7 @@ import numpy as np
 
 from . import align, blend, fallback
 from .backends import SessionOptions
-from .detect import DEFAULT_DETECTOR, make_detector
+from .detect import DEFAULT_DETECTOR, RobustOptions, make_detector
 from .methods import METHODS, MethodConfig, StyleIDMethods, best_method
 from .models import PackModels, StageTimer
 from .pack import ModelPack, find_pack
@@ -77,6 +77,10 @@ class AnonymizerConfig:
     # Detect on a copy scaled down to this longer side (0: full size). Faster on small CPUs; faces
     # smaller than ~10 px after scaling are missed, so keep it 0 when small faces matter.
     detect_max_side: int = 0
+    # Extra detection passes on the frame turned by these angles (degrees): faces rolled up to about 30 degrees
+    # beyond each are found. Add 90, -90 (and 180) for a camera mounted sideways (or upside down) whose
+    # video carries no rotation tag; each angle costs one more detector pass per frame.
+    detect_angles: tuple[float, ...] = (-30.0, 30.0)
 
 
 HIGH_THRESHOLD = 0.9  # a --thresh above this lets clearly visible faces through untouched: warned about
@@ -145,6 +149,9 @@ class Anonymizer:
         self.engine: StyleIDMethods | None = None
         if method in ("latent", "pixel", "swapper"):
             self.engine = StyleIDMethods(self.models, MethodConfig(method, config.strength, config.truncation))
+            selector = self.engine.selector
+            if selector is not None and selector.source.startswith("structural prior"):
+                self.report.note(f"latent method: identity channels from a {selector.source}")  # (logged there)
             self.crop_size = max(256, min(pack.manifest.resolution, 512))
         else:
             self.crop_size = 256
@@ -157,7 +164,8 @@ class Anonymizer:
                                  "or pass --donors FILE")
             self.donor_bank = DonorBank.load(path)
         self.detector = make_detector(config.detector, providers=list(config.providers),
-                                      threshold=config.detector_threshold, weak_threshold=config.weak_threshold)
+                                      threshold=config.detector_threshold, weak_threshold=config.weak_threshold,
+                                      options=RobustOptions(rotations=tuple(config.detect_angles)))
         self.report.detector = str(config.detector)
         if config.detector_threshold is not None and config.detector_threshold > HIGH_THRESHOLD:
             msg = (f"--thresh {config.detector_threshold:g} is high: faces the detector scores lower stay UNCHANGED "

@@ -244,7 +244,8 @@ def register_archive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="spread the files of a folder over a Ray cluster (no ADDRESS: a local one on this "
                         "machine); resumable: files already done are skipped")
-    p.add_argument("--workers", type=int, default=2, help="with --ray and a local cluster: files in parallel")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --ray and a local cluster: files in parallel (default 2)")
 
 
 def anonymize_with_ray(args: argparse.Namespace) -> int:
@@ -254,10 +255,10 @@ def anonymize_with_ray(args: argparse.Namespace) -> int:
 
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
                               detector=args.detector, detector_threshold=args.thresh, min_face=args.min_face,
-                              weak_threshold=weak_threshold(args.weak_thresh),
+                              weak_threshold=weak_threshold(args.weak_thresh), detect_angles=args.detect_angles,
                               providers=parse_providers(args.providers), donors=args.donors,
                               **backend_config(args))
-    options = ArchiveOptions(workers=args.workers, ray_address=None if args.ray == "local" else args.ray,
+    options = ArchiveOptions(workers=2 if args.workers is None else args.workers, ray_address=None if args.ray == "local" else args.ray,
                              crf=args.crf, report=args.report)
     summary = run_archive(args.input, args.output, config, pack=args.pack, options=options)
     job = summary["job"]

@@ -20,6 +20,9 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
 def backend_config(args: argparse.Namespace) -> dict:
     """AnonymizerConfig keyword arguments for the backend flags."""
     options = parse_backend_options(args.backend_option)
+    if args.url and args.backend != "triton":
+        raise ValueError(f"--url is the Triton server's address: add --backend triton, or drop --url "
+                         f"(the {args.backend} backend runs the models here)")
     if args.url:
         options["url"] = args.url
     if args.backend == "triton" and "url" not in options:

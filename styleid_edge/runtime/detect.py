@@ -795,4 +795,8 @@ def make_detector(
     models = [make_single(p, providers, threshold) for p in parts]
     detector = RobustDetector(models[0], options, helpers=models[1:])
     detector.weak_threshold = weak_threshold
+    lowest = min(m.threshold for m in models)
+    if weak_threshold is not None and weak_threshold > lowest:
+        log.warning("weak threshold %g is above the detection threshold %g, so it does nothing: set --weak-thresh "
+                    "below --thresh (0 turns it off)", weak_threshold, lowest)
     return detector

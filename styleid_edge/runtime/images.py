@@ -121,10 +121,12 @@ def input_kind(path: str | Path, probe: bool = True) -> str | None:
     return None
 
 
-def iter_inputs(folder: str | Path, recursive: bool = False, probe: bool = True) -> Iterator[Path]:
+def iter_inputs(folder: str | Path, recursive: bool = False, probe: bool = True,
+                skipped: list[Path] | None = None) -> Iterator[Path]:
     """The image and video files in ``folder`` (or ``folder`` itself when it is a file), sorted by
     path; :func:`input_kind` tells them apart. Hidden files (our own temporary outputs start with
-    '.') and ``*.partial.*`` leftovers are skipped; other files are skipped with a debug log."""
+    '.') and ``*.partial.*`` leftovers are skipped; other files are skipped with a debug log and
+    appended to ``skipped`` when given."""
     folder = Path(folder)
     if not folder.exists():
         raise ImageError(f"{folder}: no such file or folder; check the path")
@@ -141,5 +143,7 @@ def iter_inputs(folder: str | Path, recursive: bool = False, probe: bool = True)
             log.debug("skipping partial output %s", path)
         elif input_kind(path, probe) is None:
             log.debug("skipping %s: neither an image nor a video", path)
+            if skipped is not None:
+                skipped.append(path)
         else:
             yield path

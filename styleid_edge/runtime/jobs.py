@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import sha256_file
 from .anonymizer import Anonymizer, AnonymizerConfig
-from .images import input_kind, iter_inputs, read_image, write_image
+from .images import input_kind, is_image, iter_inputs, read_image, write_image
 from .pack import ModelPack
 from .report import RunReport
 from .frame_pipeline import Progress, run_threaded
@@ -90,38 +91,91 @@ def _where(error) -> str:
     return f" at frame {error.frame_index}" if error.frame_index is not None else ""
 
 
-def anonymize_path(input_path: str | Path, output: str | Path, config: AnonymizerConfig,
-                   pack: ModelPack | str | Path | None = None, options: JobOptions | None = None) -> RunReport:
-    """Anonymize a file or every image/video in a folder; returns (and optionally writes) the report."""
-    options = options or JobOptions()
-    src, dst = Path(input_path), Path(output)
+def plan_outputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs for a file or a folder (walked recursively; the output folder mirrors its
+    subfolders), checked before any model loads: no output may replace an input, and a folder's
+    output folder may sit inside it (its contents are then not inputs)."""
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    if src.resolve() == dst.resolve():
-        raise ValueError(f"output {dst} is the input: choose another output path (the input is never overwritten)")
-    anonymizer = Anonymizer(config, pack=pack)
+    if not src.is_dir():
+        target = dst / src.name if dst.is_dir() else dst
+        if target.resolve() == src.resolve():
+            raise ValueError(f"output {target} is the input: choose another output path or folder "
+                             "(the input is never overwritten)")
+        _check_kinds(src, target)
+        return [(src, target)]
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst}: the input is a folder, so the output must be a folder too")
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"output folder {dst} is the input folder: choose another one "
+                         "(the inputs are never overwritten)")
+    out_root, skipped = dst.resolve(), []
+    items = [p for p in iter_inputs(src, recursive=True, skipped=skipped)
+             if out_root not in p.resolve().parents]  # an earlier run's outputs inside the input folder
+    if skipped:
+        names = ", ".join(str(p.relative_to(src)) for p in skipped[:5])
+        log.info("%s: skipping %d file(s) that are neither images nor videos: %s%s", src, len(skipped), names,
+                 ", ..." if len(skipped) > 5 else "")
+    if not items:
+        raise ValueError(f"{src}: no images or videos in this folder or its subfolders")
+    return [(item, dst / item.relative_to(src)) for item in items]
+
+
+def _check_kinds(src: Path, target: Path) -> None:
+    """A single input's kind (image or video) and its output's must agree."""
+    kind = input_kind(src)
+    if kind is None:
+        raise ValueError(f"{src}: not an image or a video this tool can read (FFmpeg could not open it)")
+    if kind == "video" and is_image(target):
+        raise ValueError(f"output {target} is an image but {src} is a video: name the output .mp4, .mkv or .mov")
+    if kind == "image" and not is_image(target):
+        raise ValueError(f"output {target} is not an image type but {src} is an image: name the output "
+                         f".jpg, .png or .webp (e.g. {target.with_suffix(src.suffix.lower())})")
+
+
+def _check_report_path(report: str | Path, pairs: list[tuple[Path, Path]]) -> None:
+    path = Path(report).resolve()
+    for src, target in pairs:
+        if path in (src.resolve(), target.resolve()):
+            what = "the input" if path == src.resolve() else "an output"
+            raise ValueError(f"--report {report} is {what} ({src if what == 'the input' else target}): "
+                             "write the report to a .json file of its own")
+    if Path(report).is_dir():
+        raise ValueError(f"--report {report} is a folder: name a file, e.g. {Path(report) / 'report.json'}")
+
+
+def anonymize_path(input_path: str | Path, output: str | Path, config: AnonymizerConfig,
+                   pack: ModelPack | str | Path | None = None, options: JobOptions | None = None) -> RunReport:
+    """Anonymize a file or every image/video in a folder and its subfolders; returns (and optionally
+    writes) the report. Paths are checked before any model loads; a run that fails still writes its
+    report (with the error) when one was asked for."""
+    options = options or JobOptions()
+    src, dst = Path(input_path), Path(output)
+    pairs = plan_outputs(src, dst)
+    if options.report:
+        _check_report_path(options.report, pairs)
+        Path(options.report).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        anonymizer = Anonymizer(config, pack=pack)
+    except Exception as exc:
+        _write_failed_report(options.report, exc)
+        raise
     report = anonymizer.report
     started = time.perf_counter()
     try:
         if src.is_dir():
-            if dst.exists() and not dst.is_dir():
-                raise ValueError(f"{dst}: the input is a folder, so the output must be a folder too")
             dst.mkdir(parents=True, exist_ok=True)
-            items = list(iter_inputs(src))
-            if not items:
-                raise ValueError(f"{src}: no images or videos in this folder")
-            for item in items:
-                target = dst / item.name
-                try:
-                    report.inputs.append(_one(item, target, anonymizer, options))
-                except Exception as exc:  # noqa: BLE001 - one bad file must not stop a folder
-                    log.error("%s: %s", item, exc)
-                    report.error(f"{item}: {exc}")
-                    report.inputs.append({"input": str(item), "error": str(exc)})
-        else:
-            if dst.is_dir():
-                dst = dst / src.name
-            report.inputs.append(_one(src, dst, anonymizer, options))
+        for item, target in pairs:
+            try:
+                report.inputs.append(_one(item, target, anonymizer, options))
+            except Exception as exc:
+                if not src.is_dir():
+                    raise
+                # one bad file must not stop a folder
+                message = str(exc) if str(item) in str(exc) else f"{item}: {exc}"
+                log.error("%s", message)
+                report.error(message)
+                report.inputs.append({"input": str(item), "error": str(exc)})
         if report.frames and not report.faces:
             msg = (f"no face was found in {report.frames} frame(s), so the output shows them unchanged; if faces "
                    "are visible, lower --thresh (YuNet scores clear faces about 0.8-0.95)")
@@ -129,6 +183,10 @@ def anonymize_path(input_path: str | Path, output: str | Path, config: Anonymize
             report.note(msg)
     except KeyboardInterrupt:
         report.interrupted = True
+        raise
+    except Exception as exc:
+        report.error(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
+        report.failed = True
         raise
     finally:
         anonymizer.finish()
@@ -138,11 +196,22 @@ def anonymize_path(input_path: str | Path, output: str | Path, config: Anonymize
     return report
 
 
+def _write_failed_report(path: str | Path | None, exc: Exception) -> None:
+    """The report of a run that failed before it started (e.g. a bad pack): the error, nothing else."""
+    if path:
+        report = RunReport(failed=True)
+        report.error(str(exc) or type(exc).__name__)
+        report.write(path)
+
+
 def _one(src: Path, dst: Path, anonymizer: Anonymizer, options: JobOptions) -> dict:
-    kind = input_kind(src)
-    if kind == "image":
-        return anonymize_image(src, dst, anonymizer)
-    if kind == "video":
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        return anonymize_video(src, dst, anonymizer, options)
-    raise ValueError(f"{src}: not an image or a video this tool can read (ffmpeg could not open it)")
+    """One file; its report entry carries the sha256 of input and output (an audit trail: which file
+    became which)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if input_kind(src) == "image":  # (plan_outputs let only images and videos through)
+        entry = anonymize_image(src, dst, anonymizer)
+    else:
+        entry = anonymize_video(src, dst, anonymizer, options)
+    entry["input_sha256"] = sha256_file(src)
+    entry["output_sha256"] = sha256_file(dst)
+    return entry

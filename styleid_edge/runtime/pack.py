@@ -167,6 +167,9 @@ class ModelPack:
     def load(cls, root: str | Path) -> "ModelPack":
         root = Path(root)
         mpath = root / MANIFEST
+        if root.is_file():
+            raise PackError(f"{root} is a file, not a model pack: --pack / ${PACK_ENV} take the folder that holds "
+                            f"{MANIFEST} (e.g. {root.parent if root.name == MANIFEST else 'packs/ffhq'})")
         if not root.is_dir():
             raise PackError(f"{root} does not exist: check the path, or make a pack with `styleid-edge export` "
                             f"and point --pack / ${PACK_ENV} at it.")

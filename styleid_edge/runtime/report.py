@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
+
 
 @dataclass
 class RunReport:
@@ -32,6 +34,7 @@ class RunReport:
     errors_total: int = 0  # every error, also those not kept in ``errors``
     timings: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False  # stopped by Ctrl-C / SIGINT: the counts cover what was processed until then
+    failed: bool = False  # the run stopped on an error (in ``errors``); outputs may be missing
 
     MAX_ERRORS = 100  # a long outage (e.g. a dead model server) repeats one error per batch: keep the report small
 
@@ -48,6 +51,7 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         elapsed = time.time() - self.started
         return {
+            "tool": f"styleid-edge {__version__}",
             "pack": self.pack, "pack_synthetic": self.pack_synthetic,
             "requested_method": self.requested_method, "method": self.method, "detector": self.detector,
             "providers": self.providers, "notes": self.notes, "inputs": self.inputs,
@@ -56,7 +60,7 @@ class RunReport:
             "faces_by_method": dict(self.by_method), "fallbacks": dict(self.fallbacks),
             "faces_accounted": sum(self.by_method.values()) == self.faces,
             "errors": self.errors, "errors_total": max(self.errors_total, len(self.errors)),
-            "interrupted": self.interrupted, "timings": self.timings, "elapsed_seconds": round(elapsed, 3),
+            "interrupted": self.interrupted, "failed": self.failed, "timings": self.timings, "elapsed_seconds": round(elapsed, 3),
         }
 
     def write(self, path: str | Path) -> None:

@@ -8,8 +8,9 @@ Conventions
   clip is usually 270, which ffprobe shows as -90 and old files tag as ``rotate=90``). The writer
   copies that display matrix, so outputs play the same way. :func:`to_display` / :func:`from_display`
   turn pixels for a stage that wants upright faces.
-- Timestamps: each :class:`Frame` keeps its input ``pts``; the writer encodes with the input's time
-  base and those pts, so frame count, duration and variable frame rate survive.
+- Timestamps: each :class:`Frame` keeps its input ``pts`` (AVI, which stores none: the frame's slot
+  on the frame-rate grid, see :class:`VideoReader`); the writer encodes with the input's time base
+  and those pts, so frame count, duration and variable frame rate survive.
 - Colour: BGR <-> YCbCr uses the file's matrix (BT.601 when untagged, as FFmpeg assumes) and range
   (limited, or full for ``yuvj*`` / full-range tags), with rounding, not truncation, both ways, so a
   write -> read round trip keeps the mean colour (see :func:`bgr_to_yuv_frame`). The writer tags its
@@ -40,6 +41,14 @@ _CRF_CODECS = {"libx264", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libs
 # Containers that take "+faststart" (index first: streamable, and a truncated copy still opens).
 _FASTSTART_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".3g2"}
 _FRAME_GRID_SUFFIXES = {".avi"}
+# Containers whose header records how long the video runs, so a cut-off copy can be told from a short
+# video. MPEG-TS/PS and raw streams have no such record: FFmpeg estimates their duration from the
+# timestamps actually in the file (a cut-off file looks complete) or from the bit rate (a guess).
+_DECLARED_DURATION_FORMATS = {"matroska,webm", "avi", "flv"}
+# Audio that players (QuickTime, browsers, phones, TVs) play from an MP4; FFmpeg also muxes Opus, FLAC
+# and PCM into MP4, but many players refuse or silence them, so those are re-encoded to AAC there.
+_MP4_SUFFIXES = {".mp4", ".m4v"}
+_MP4_PLAYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
 
 
 class VideoError(RuntimeError):
@@ -379,6 +388,103 @@ class ReadError:
     frame_index: int | None = None  # index the next yielded frame gets
 
 
+@dataclass(frozen=True)
+class _DeclaredEnd:
+    """Where a container's header says the video ends (seconds: the end of its last frame)."""
+
+    seconds: float
+    source: str  # what says so, for the message
+    shared: bool  # a whole-file duration: audio or subtitles may run on past the video
+
+
+def _parse_clock(value: str) -> float | None:
+    """'HH:MM:SS.fffffffff' (Matroska DURATION tags) -> seconds, None when unreadable."""
+    try:
+        hours, minutes, seconds = value.strip().split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def _track_duration_tag(stream: av.VideoStream) -> float | None:
+    """The per-track DURATION tag FFmpeg and mkvmerge write into Matroska/WebM (key may carry a
+    language suffix, e.g. DURATION-eng)."""
+    for key, value in stream.metadata.items():
+        if key.upper().split("-")[0] == "DURATION":
+            seconds = _parse_clock(value)
+            if seconds:
+                return seconds
+    return None
+
+
+def _declared_video_end(container: av.container.InputContainer, stream: av.VideoStream) -> _DeclaredEnd | None:
+    """Where the header of a container without a frame count says the video ends, or None when it
+    records nothing reliable (see ``_DECLARED_DURATION_FORMATS``)."""
+    fmt = container.format.name
+    if fmt not in _DECLARED_DURATION_FORMATS:
+        return None
+    time_base = Fraction(stream.time_base) if stream.time_base else None
+    if fmt == "avi":
+        # The stream header's length: frames, empty (dropped-frame) chunks included, one per 1/rate.
+        # (FFmpeg scales AVStream.duration down by the file size when the file is cut short.)
+        if stream.frames and time_base:
+            return _DeclaredEnd(float(stream.frames * time_base), f"AVI header ({stream.frames} frames)", False)
+        return None
+    tagged = _track_duration_tag(stream)
+    if tagged:
+        return _DeclaredEnd(tagged, "video track's DURATION tag", False)
+    if stream.duration and time_base:
+        start = stream.start_time or 0
+        return _DeclaredEnd(float((start + stream.duration) * time_base), "video stream header", False)
+    if container.duration and container.duration > 0:
+        duration = container.duration / av.time_base
+        start = (container.start_time or 0) / av.time_base
+        # Muxers write the span from the first timestamp or the last timestamp itself: the earlier
+        # reading, so a file whose timestamps start late is not taken for a cut-off one.
+        return _DeclaredEnd(duration + min(0.0, start), "container header", len(container.streams) > 1)
+    return None
+
+
+def _last_packet_end(container: av.container.InputContainer) -> float | None:
+    """Latest end time (seconds) of any packet of any stream, demuxing (not decoding) from where
+    ``container`` stands."""
+    end: float | None = None
+    demuxer = container.demux()
+    errors = 0
+    while True:
+        try:
+            packet = next(demuxer)
+        except StopIteration:
+            return end
+        except av.error.FFmpegError:
+            errors += 1
+            if errors > 100:
+                return end
+            demuxer = container.demux()  # carries on from the current file position
+            continue
+        if packet.size and packet.pts is not None and packet.time_base:
+            t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            end = t if end is None else max(end, t)
+
+
+def _packets_end(path: Path, from_time: float) -> float | None:
+    """Where the data of ``path`` ends over all streams (seconds), reading from about ``from_time``
+    on (from the start where seeking fails or lands past the data, as in files without an index);
+    None when the file cannot be read again."""
+    for seek in (True, False):
+        try:
+            with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+                if seek:
+                    container.seek(max(0, int(from_time * av.time_base)), backward=True)
+                end = _last_packet_end(container)
+        except av.error.FFmpegError as exc:
+            log.debug("%s: could not read the packets after %.3f s (seek: %s): %s", path, from_time, seek, exc)
+            continue
+        if end is not None and end >= from_time:
+            return end
+    return None
+
+
 class VideoReader:
     """Decode a video's frames as BGR numpy arrays, surviving damage.
 
@@ -386,6 +492,18 @@ class VideoReader:
     frames the decoder had to conceal, and frames after skipped data up to the next keyframe, are
     still yielded with ``corrupt=True``; a cut-off file yields what is there. Missing files,
     empty files and non-videos raise :class:`VideoError` when the reader is created.
+
+    A cut-off file is recorded as ``missing-frames`` after the last frame: in MP4/MOV when fewer
+    frames decode than the index lists; in Matroska/WebM, AVI and FLV when the last decoded frame
+    ends before the end the header declares for the video by more than 2 frame intervals or 3 % of
+    the length (whichever is larger; the 3 % at most 2 s). The video track's own length is used
+    where there is one; a whole-file duration (which covers the audio too) counts only when no
+    stream's data reaches it, since audio may run on past the video. MPEG-TS records no length, so
+    a cut-off TS file cannot be told from a short one.
+
+    AVI stores no presentation times, only each frame's slot on the frame-rate grid; frames of
+    codecs without reordering are timed by that slot (FFmpeg's pts guess for H.264/HEVC in AVI,
+    which PyAV turns on, puts every frame one slot late against the audio).
     """
 
     def __init__(self, path: str | Path, *, threads: int = 0, max_consecutive_errors: int = 200) -> None:
@@ -398,6 +516,8 @@ class VideoReader:
         self._container: av.container.InputContainer | None = None
         self._tainted_since: float | None = None
         self._last_time = 0.0
+        self._last_end = 0.0  # end time of the latest decoded frame (seconds)
+        self._slot_timed = False  # AVI: frames timed by their chunk's slot (see class doc)
         self._reformatter = VideoReformatter()  # keeps one swscale context for all frames
 
     def __enter__(self) -> VideoReader:
@@ -427,11 +547,14 @@ class VideoReader:
         self.errors = []
         self._tainted_since = None
         self._last_time = 0.0
+        self._last_end = 0.0
         self._container = container = _open_input(self.path)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if self._threads:
             stream.thread_count = self._threads
+        self._slot_timed = container.format.name == "avi"
+        declared = None if self.info.frame_count_exact else _declared_video_end(container, stream)
         time_base = Fraction(stream.time_base or self.info.time_base)
         try:
             yield from self._decode(container, stream, time_base)
@@ -443,6 +566,32 @@ class VideoReader:
                 f"decoded {self.frames_read} of the {self.info.frame_count} frames the container lists; "
                 "the file is damaged or cut off (output has the frames that could be decoded)",
             )
+        elif declared is not None:
+            self._check_declared_end(declared)
+
+    def _end_tolerance(self, seconds: float) -> float:
+        """How far short of a declared end decoding may stop without a warning: 2 frames, or 3 % of
+        the length up to 2 s (rounding in headers, a trailing dropped frame, VFR)."""
+        fps = float(self.info.fps) if self.info.fps else 25.0
+        return max(2.0 / fps, min(0.03 * seconds, 2.0))
+
+    def _check_declared_end(self, declared: _DeclaredEnd) -> None:
+        """Record ``missing-frames`` when decoding stopped clearly before ``declared``."""
+        tolerance = self._end_tolerance(declared.seconds)
+        if self._last_end >= declared.seconds - tolerance:
+            return
+        if declared.shared:
+            # A whole-file duration also covers audio, which may simply run longer than the video.
+            data_end = _packets_end(self.path, self._last_end)
+            if data_end is not None and data_end >= declared.seconds - tolerance:
+                log.debug("%s: video ends at %.3f s, other streams at %.3f s", self.path, self._last_end, data_end)
+                return
+        self._error(
+            "missing-frames",
+            f"decoding ended at {self._last_end:.2f} s but the {declared.source} says the video runs to "
+            f"{declared.seconds:.2f} s; the file is damaged or cut off (output has the frames that could be decoded)",
+            self._last_end,
+        )
 
     def _decode(self, container: av.container.InputContainer, stream: av.VideoStream,
                 time_base: Fraction) -> Iterator[Frame]:
@@ -473,17 +622,24 @@ class VideoReader:
                 continue
             failures = 0
             for frame in decoded:
-                yield self._convert(frame, time_base)
+                yield self._convert(frame, time_base, stream)
             if not packet.size:
                 return  # that was the flush packet: decoder drained
         try:  # the demuxer ended without a flush packet: drain the decoder ourselves
             for frame in stream.decode(None):
-                yield self._convert(frame, time_base)
+                yield self._convert(frame, time_base, stream)
         except av.error.FFmpegError as exc:
             self._error("decode", f"could not drain the decoder: {exc}")
 
-    def _convert(self, frame: av.VideoFrame, time_base: Fraction) -> Frame:
-        t = float(frame.pts * time_base) if frame.pts is not None else None
+    def _frame_pts(self, frame: av.VideoFrame, stream: av.VideoStream) -> int | None:
+        """The frame's pts; in AVI, for a stream without reordering, its chunk's slot (the dts)."""
+        if self._slot_timed and frame.dts is not None and not stream.codec_context.has_b_frames:
+            return frame.dts
+        return frame.pts
+
+    def _convert(self, frame: av.VideoFrame, time_base: Fraction, stream: av.VideoStream) -> Frame:
+        pts = self._frame_pts(frame, stream)
+        t = float(pts * time_base) if pts is not None else None
         if frame.is_corrupt:
             self._error("corrupt-frame", "decoder concealed damaged data in this frame", t)
         tainted = self._tainted_since is not None and (t is None or t >= self._tainted_since)
@@ -492,9 +648,11 @@ class VideoReader:
         corrupt = bool(frame.is_corrupt or tainted)
         if t is not None:
             self._last_time = t
+            step = float(frame.duration * time_base) if frame.duration else 1.0 / float(self.info.fps or 25)
+            self._last_end = max(self._last_end, t + step)
         # The frame's own colour matrix (BT.601/709/...) and range (limited/full) drive the conversion.
         image = yuv_frame_to_bgr(frame, self._reformatter)
-        out = Frame(image, self.frames_read, frame.pts, t, time_base, corrupt)
+        out = Frame(image, self.frames_read, pts, t, time_base, corrupt)
         self.frames_read += 1
         return out
 
@@ -519,9 +677,22 @@ def _audio_copy_check(format_name: str, audio: av.AudioStream) -> str | None:
             pass
 
 
+def _audio_playable_check(out_path: Path, audio: av.AudioStream) -> str | None:
+    """None when players play ``audio``'s codec from ``out_path``'s container, else the reason why not.
+    Only MP4 is checked: FFmpeg muxes Opus, FLAC and PCM into it, but QuickTime and many players
+    refuse them there. MOV and MKV play what they take."""
+    if out_path.suffix.lower() not in _MP4_SUFFIXES:
+        return None
+    codec = audio.codec_context.codec.canonical_name
+    if codec in _MP4_PLAYABLE_AUDIO:
+        return None
+    return f"QuickTime and many players do not play {codec} audio in {out_path.suffix}"
+
+
 class _AudioSource:
     """Feeds the audio of ``path`` into an output container: stream copy when the container takes
-    the codec, else decode + re-encode (AAC, or the container's default audio codec)."""
+    the codec and players play it from there, else decode + re-encode (AAC, or the container's
+    default audio codec)."""
 
     def __init__(self, path: Path, input_: av.container.InputContainer,
                  output: av.container.OutputContainer, out_path: Path) -> None:
@@ -535,6 +706,7 @@ class _AudioSource:
         self._errors = 0
         self._pending: av.Packet | None = None
         reason = _audio_copy_check(output.format.name, self.in_stream)
+        reason = reason or _audio_playable_check(out_path, self.in_stream)
         if reason is None:
             self.mode = "copy"
             self.out_stream = output.add_stream_from_template(self.in_stream)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..backend_args import add_backend_arguments, backend_config
-from ..cli_types import number_in
+from ..cli_types import angle_list, number_in
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) and /stats.json here")
     p.add_argument("--pack", help="model pack directory (default: $STYLEID_EDGE_PACK, then the user pack)")
     p.add_argument("--method", choices=METHODS, help="default: the best the pack allows")
-    p.add_argument("--strength", type=float)
+    p.add_argument("--strength", type=number_in(float, 0.0, 1.0, low_open=True),
+                   help="privacy knob in (0,1]; default: the pack's calibrated value")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector", default=None, help="yunet (default), centerface, retinaface, or SCRFD .onnx")
     p.add_argument("--thresh", type=number_in(float, 0.0, 1.0, low_open=True),
@@ -70,6 +71,9 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
                    "continue a tracked face, never start one (default 0.3; 0 turns it off)")
     p.add_argument("--min-face", type=number_in(int, 0, 1 << 20), default=24,
                    help="faces smaller than this (px) are pixelated (default 24)")
+    p.add_argument("--detect-angles", type=angle_list, default=(-30.0, 30.0), metavar="DEG,DEG",
+                   help="extra detection passes on the frame turned by these angles (default -30,30; 'none': "
+                        "off). For a camera mounted sideways: 30,-30,90,-90")
     p.add_argument("--detect-max-side", type=number_in(int, 0, 1 << 16), default=0,
                    help="detect faces on a copy scaled down to this longer side, e.g. 640 (faster on small CPUs; "
                         "faces under ~10 px after scaling are missed; default 0: full size)")
@@ -135,7 +139,7 @@ def _build(args: argparse.Namespace):
                               detector=args.detector or DEFAULT_DETECTOR, detector_threshold=args.thresh,
                               weak_threshold=weak_threshold(args.weak_thresh),
                               min_face=args.min_face, providers=parse_providers(args.providers),
-                              detect_max_side=args.detect_max_side,
+                              detect_max_side=args.detect_max_side, detect_angles=args.detect_angles,
                               **backend_config(args))
     anonymizer = Anonymizer(config, pack=args.pack)
     stats_every = 0.0 if args.quiet else args.stats_every

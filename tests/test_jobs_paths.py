@@ -1,0 +1,206 @@
+"""File jobs: what a user's paths and flags may and may not do (``styleid-edge anonymize``).
+
+Nothing here may destroy an input or an output (``-o`` a folder holding the input, ``--report`` on a
+media file), folders are walked with their subfolders, a failed run still leaves a report that says
+so, SIGTERM stops a run the way Ctrl-C does, and flags that do nothing on their own are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import media
+from styleid_edge.cli import main as cli_main
+from styleid_edge.files import sha256_file
+from styleid_edge.runtime.video import probe
+
+from conftest import PHOTOS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _small_photo(path: Path, name: str = "obama2.jpg") -> Path:
+    img = cv2.imread(str(PHOTOS / name))
+    cv2.imwrite(str(path), cv2.resize(img, (img.shape[1] // 3, img.shape[0] // 3)))
+    return path
+
+
+def test_output_folder_holding_the_input_never_overwrites_it(tmp_path, capsys):
+    photo = _small_photo(tmp_path / "victim.jpg")
+    before = sha256_file(photo)
+    os.chdir(tmp_path)
+    assert cli_main(["anonymize", "victim.jpg", "-o", ".", "--method", "pixelate", "-q"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert cli_main(["anonymize", str(tmp_path), "-o", str(tmp_path), "--method", "pixelate", "-q"]) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    assert sha256_file(photo) == before and sorted(p.name for p in tmp_path.iterdir()) == ["victim.jpg"]
+
+
+def test_report_path_may_not_be_an_input_or_an_output(tmp_path, capsys):
+    photo = _small_photo(tmp_path / "in.jpg")
+    before = sha256_file(photo)
+    out = tmp_path / "out.jpg"
+    for report, what in ((photo, "is the input"), (out, "is an output"), (tmp_path, "is a folder")):
+        assert cli_main(["anonymize", str(photo), "-o", str(out), "--report", str(report), "--method", "pixelate",
+                         "-q"]) == 2
+        assert what in capsys.readouterr().err
+    assert sha256_file(photo) == before and not out.exists()
+
+
+def test_folder_input_walks_subfolders_and_skips_its_own_output_folder(tmp_path, tiny_pack, caplog):
+    src = tmp_path / "footage"
+    (src / "2024-05-01" / "cam 1").mkdir(parents=True)
+    _small_photo(src / "top.jpg", "biden.jpg")
+    _small_photo(src / "2024-05-01" / "cam 1" / "nested.jpg")
+    media.moving_faces_clip(n_frames=4, size=(320, 240), path=src / "2024-05-01" / "clip.mp4", audio=False)
+    (src / "notes.txt").write_text("not media")
+    out = src / "anonymized"  # inside the input folder: its files are outputs, not inputs
+    report_path = tmp_path / "reports" / "deep" / "r.json"  # folders made up front
+    argv = ["anonymize", str(src), "-o", str(out), "--pack", str(tiny_pack.root), "--method", "pixel", "-q",
+            "--report", str(report_path)]
+    caplog.set_level("INFO")
+    assert cli_main(argv) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["2024-05-01/cam 1/nested.jpg", "2024-05-01/clip.mp4", "top.jpg"]
+    assert "skipping 1 file(s) that are neither images nor videos: notes.txt" in caplog.text
+    a, b = cv2.imread(str(src / "2024-05-01" / "cam 1" / "nested.jpg")), cv2.imread(str(out / written[0]))
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 50
+    d = json.loads(report_path.read_text())
+    assert d["tool"].startswith("styleid-edge ") and not d["failed"] and not d["errors"]
+    by_name = {Path(e["input"]).name: e for e in d["inputs"]}
+    assert by_name["clip.mp4"]["output_sha256"] == sha256_file(out / "2024-05-01" / "clip.mp4")
+    assert by_name["nested.jpg"]["input_sha256"] == sha256_file(src / "2024-05-01" / "cam 1" / "nested.jpg")
+    assert cli_main(argv) == 0  # a second run: the earlier outputs are not taken as inputs
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == written
+
+
+def test_failed_runs_write_a_report_that_says_so(tmp_path, tiny_pack):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("hello, not a video")
+    report = tmp_path / "fake.json"
+    assert cli_main(["anonymize", str(fake), "-o", str(tmp_path / "x.mp4"), "--report", str(report), "-q"]) == 2
+    d = json.loads(report.read_text())
+    assert d["failed"] and d["errors"] and "fake.mp4" in d["errors"][0]
+    # a pack that cannot load: the report names the problem too
+    report2 = tmp_path / "nopack.json"
+    photo = _small_photo(tmp_path / "p.jpg")
+    assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "p_out.jpg"), "--pack", str(tmp_path / "nope"),
+                     "--report", str(report2), "-q"]) == 2
+    d2 = json.loads(report2.read_text())
+    assert d2["failed"] and "does not exist" in d2["errors"][0]
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "p_out.jpg").exists()
+
+
+def test_image_and_video_outputs_must_match_their_input_before_models_load(tmp_path, capsys):
+    clip = media.moving_faces_clip(n_frames=2, size=(160, 120), path=tmp_path / "c.mp4", audio=False)
+    assert cli_main(["anonymize", str(clip.path), "-o", str(tmp_path / "c.jpg"), "-q"]) == 2
+    assert "is an image but" in capsys.readouterr().err
+    photo = _small_photo(tmp_path / "p.jpg")
+    assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "p.mp4"), "-q"]) == 2
+    assert "p.jpg is an image" in capsys.readouterr().err
+    # an image into a folder that does not exist yet: made, as for videos
+    assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "new" / "dir" / "p.jpg"), "--method",
+                     "pixelate", "-q"]) == 0
+    assert cv2.imread(str(tmp_path / "new" / "dir" / "p.jpg")) is not None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "4"], "--workers sets how many files run in parallel on a Ray cluster: add --ray"),
+    (["--url", "localhost:8001"], "--url is the Triton server's address: add --backend triton"),
+    (["--strength", "2"], "--strength: 2 is outside (0, 1]"),
+    (["--min-face", "-5"], "--min-face: -5 is outside [0, 1048576]"),
+])
+def test_flags_that_do_nothing_or_are_out_of_range_are_refused(tmp_path, capsys, argv, message):
+    photo = _small_photo(tmp_path / "p.jpg")
+    try:
+        code = cli_main(["anonymize", str(photo), "-o", str(tmp_path / "o.jpg"), "--method", "pixelate", *argv])
+    except SystemExit as exc:  # argparse's own range errors
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_verbose_flag_after_the_subcommand_and_pack_given_as_a_file(tmp_path, capsys, tiny_pack):
+    photo = _small_photo(tmp_path / "p.jpg")
+    manifest = tiny_pack.root / "manifest.json"
+    assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "o.jpg"), "--pack", str(manifest), "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a model pack" in err and str(tiny_pack.root) in err
+
+
+def test_weak_threshold_above_the_threshold_is_warned(tmp_path, caplog):
+    from styleid_edge.runtime.detect import make_detector
+
+    make_detector("yunet", threshold=0.5, weak_threshold=0.9)
+    assert "weak threshold 0.9 is above the detection threshold 0.5" in caplog.text
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path, tiny_pack):
+    """`kill`/`docker stop`/systemd: the frames done are kept in NAME.partial.mp4, the report says
+    interrupted, exit 143, no temporary file left behind."""
+    n = 400
+    clip = media.moving_faces_clip(n_frames=n, size=(320, 240), path=tmp_path / "in.mp4", audio=True)
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "styleid_edge", "anonymize", str(clip.path), "-o", str(out),
+                             "--pack", str(tiny_pack.root), "--method", "pixelate", "--report", str(report)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until frames are being written
+        if list(tmp_path.glob(".out.*.tmp.mp4")):
+            time.sleep(0.5)
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err
+    partial = tmp_path / "out.partial.mp4"
+    d = json.loads(report.read_text())
+    assert d["interrupted"] and 0 < d["inputs"][0]["frames_out"] < n
+    assert probe(partial).frame_count == d["inputs"][0]["frames_out"]
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_sigterm_handler_leaves_no_trace_after_the_command(tmp_path):
+    """main() installs its SIGTERM handler for the command only on the main thread; a library caller's own
+    handler is what it was when main() returns."""
+    previous = signal.getsignal(signal.SIGTERM)
+    photo = _small_photo(tmp_path / "p.jpg")
+    cli_main(["anonymize", str(photo), "-o", str(tmp_path / "o.jpg"), "--method", "pixelate", "-q"])
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_detect_angles_find_faces_of_a_sideways_camera_without_a_rotation_tag(tmp_path, tiny_pack):
+    """Pixels turned 90 degrees and no tag: the default passes (+-30) miss faces lying on their side,
+    --detect-angles 90,-90 finds and pixelates them."""
+    clip = media.moving_faces_clip(n_frames=3, size=(480, 272), photos=("obama.jpg",), seed=0, background="plain")
+    sideways = [np.ascontiguousarray(np.rot90(f, -1)) for f in clip.frames]
+    src = media.make_video(tmp_path / "side.mp4", sideways, fps=25, audio=False)
+    counts = {}
+    for name, angles in (("default", []), ("sideways", ["--detect-angles", "30,-30,90,-90"])):
+        report = tmp_path / f"{name}.json"
+        assert cli_main(["anonymize", str(src), "-o", str(tmp_path / f"{name}.mp4"), "--method", "pixelate", "-q",
+                         "--pack", str(tiny_pack.root), "--report", str(report), *angles]) == 0
+        counts[name] = json.loads(report.read_text())["faces_detected"]
+    assert counts["default"] < 3 <= counts["sideways"], counts  # the default misses frames, 90 finds every one
+
+
+def test_detect_angles_flag_values():
+    from styleid_edge.runtime.cli_types import angle_list
+
+    assert angle_list("-30,30,90") == (-30.0, 30.0, 90.0) and angle_list("none") == ()
+    for bad in ("x", "200"):
+        with pytest.raises(Exception, match="angle|outside"):
+            angle_list(bad)
