@@ -85,6 +85,24 @@ def test_track_ends_after_hold_frames():
     assert len(new) == 1 and new[0].track_id != first.track_id and new[0].seed != first.seed
 
 
+def test_hold_over_counts_processed_frames_when_the_stream_drops_frames():
+    """A live pipeline under load processes every 5th frame: one missed detection must still be held
+    (its frame gap, 5, alone would end the track), and the track ends only after hold_frames processed
+    frames without a detection, as when every frame is processed."""
+    tracker = Tracker(TrackerConfig(hold_frames=5))
+    for f in range(0, 50, 5):
+        first = tracker.update([face(300, 200)], f)[0]
+    held = tracker.update([], 50)  # the one miss, 5 stream frames after the last detection
+    assert [t.track_id for t in held] == [first.track_id] and held[0].is_held and held[0].misses == 5
+    box = held[0].box
+    assert box[0] <= 260 and box[2] >= 340 and box[1] <= 160 and box[3] >= 240  # still covers the face
+    back = tracker.update([face(301, 200)], 55)
+    assert [t.track_id for t in back] == [first.track_id] and not back[0].is_held
+    for k, f in enumerate(range(60, 85, 5), start=1):  # 5 processed frames without a detection: still held
+        assert [t.track_id for t in tracker.update([], f)] == [first.track_id], k
+    assert tracker.update([], 85) == []  # the 6th ends it
+
+
 def test_seeds_fixed_per_track_and_distinct():
     def run(run_seed: int) -> dict[int, int]:
         tracker = Tracker(TrackerConfig(seed=run_seed))

@@ -22,8 +22,10 @@ Per frame, :meth:`Tracker.update` takes the detector's faces and returns one
 * **Hold-over.** A confirmed track that misses its detection is still returned
   for up to ``hold_frames`` frames (``is_held=True``), its box extrapolated with
   its last centre velocity and enlarged by ``hold_grow`` per missed frame, so a
-  one- or two-frame detector miss never leaks a face. After ``hold_frames``
-  misses it ends.
+  one- or two-frame detector miss never leaks a face. It ends once it has
+  missed both ``hold_frames`` frames of the stream and ``hold_frames`` calls of
+  :meth:`Tracker.update`: a live pipeline that drops frames under load (frame
+  indices jumping by 5) still holds a face over that many *processed* frames.
 * **Smoothing.** Landmarks are smoothed with a One Euro filter (Casiez, Roussel
   and Vogel, CHI 2012) per coordinate. Speeds are measured in face sizes per
   second (the filter's ``beta`` is scale-free, the same at 480p and 4K). Boxes
@@ -289,6 +291,7 @@ class _TrackState:
     hits: int = 1
     filter: OneEuroFilter | None = None
     weak: bool = False  # last matched detection was weak
+    missed_updates: int = 0  # update() calls since the last detection (frames processed without one)
 
     def predicted_box(self, frame_index: int, grow: float = 0.0) -> np.ndarray:
         gap = frame_index - self.last_frame
@@ -351,7 +354,8 @@ class Tracker:
         for ti in free_tracks:
             st = self._tracks[ti]
             misses = frame_index - st.last_frame
-            if st.hits >= cfg.min_hits and misses <= cfg.hold_frames:
+            st.missed_updates += 1
+            if st.hits >= cfg.min_hits and min(misses, st.missed_updates) <= cfg.hold_frames:
                 survivors.append(st)
                 out.append(self._snapshot(st, frame_index, held=True))
             else:
@@ -457,6 +461,7 @@ class Tracker:
         st.raw_landmarks = det.landmarks
         st.landmarks = self._smooth(st, det.landmarks, dt=gap / cfg.fps)
         st.last_frame = frame_index
+        st.missed_updates = 0
         st.hits += 1
 
     def _snapshot(self, st: _TrackState, frame_index: int, held: bool) -> Track:
