@@ -99,6 +99,34 @@ def test_unprocessed_face_leaks_even_with_low_similarity(evaluator: Evaluator) -
     assert r.similarity < 0.01 and not r.processed and r.leak and r.reason == "unprocessed"
 
 
+def test_faces_too_small_for_the_recognizer_are_judged_by_processing_only(evaluator: Evaluator) -> None:
+    """Below min_judge_size a recognizer's score is noise: a processed small face is not called an identity
+    leak (it is counted too_small_to_judge), an untouched one still leaks; large faces are judged as before."""
+    class Same:  # a recognizer that matches everything: every processed, judged face is an identity leak
+        name, input_size = "same", 112
+
+        def embed(self, crops: np.ndarray) -> np.ndarray:
+            return np.ones((len(crops), 8), np.float32) / np.sqrt(8)
+
+    ev = Evaluator(EvalConfig(progress=False, min_judge_size=40), detector=evaluator.detector, recognizer=Same())
+    obama = load_photo("obama.jpg")
+    face = _face(evaluator, obama)
+    scale = 30.0 / (face.box[2] - face.box[0])
+    small = cv2.resize(obama, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small_pix = small.copy()
+    pixelate(small_pix, _face(evaluator, small).box, blocks=8)
+    r = _only(ev.add_frame(small, small_pix))
+    assert r.processed and not r.judged and not r.leak, r
+    r = _only(ev.add_frame(small, small.copy()))
+    assert not r.judged and r.leak and r.reason == "unprocessed", r
+    big_pix = obama.copy()
+    pixelate(big_pix, face.box, blocks=8)
+    r = _only(ev.add_frame(obama, big_pix))
+    assert r.judged and r.leak and r.reason == "identity", r
+    d = ev.report().to_dict()
+    assert d["too_small_to_judge"] == 2 and d["leaks"] == 2
+
+
 def test_large_change_elsewhere_does_not_hide_an_untouched_face(evaluator: Evaluator) -> None:
     """A big area changed outside the face (e.g. a false detection the anonymizer pixelated) is not
     codec noise: the untouched face next to it is still a leak, and a processed face still counts."""

@@ -88,13 +88,17 @@ class EvalConfig:
     track_iou: float = 0.3
     max_gap: int = 5  # frames a track may miss and still continue
     match_iou: float = 0.3  # anonymized detection <-> original face
+    # Faces smaller than this (px, the box's shorter side) are too small for the recognizer's 112 px crop:
+    # their similarity is noise (a pixelated 20 px face scores like a different person's), so they are
+    # judged by "processed" alone and counted as too_small_to_judge.
+    min_judge_size: float = 32.0
     progress: bool = True
 
     def check(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise EvaluateError(f"--threshold must be a cosine in [-1, 1], got {self.threshold}")
-        if self.processed_diff < 0 or self.noise_factor < 0 or self.outside_margin < 0:
-            raise EvaluateError("processed_diff, noise_factor and outside_margin must be >= 0")
+        if self.processed_diff < 0 or self.noise_factor < 0 or self.outside_margin < 0 or self.min_judge_size < 0:
+            raise EvaluateError("processed_diff, noise_factor, outside_margin and min_judge_size must be >= 0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +213,7 @@ class FaceResult:
     reason: str | None  # "identity" | "unprocessed" | None
     anonymized_detected: bool  # the detector still finds a face there in the anonymized frame
     track: int
+    judged: bool = True  # False: smaller than min_judge_size, similarity not used (see EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -259,7 +264,7 @@ class EvalReport:
         return sum(f.processed for f in self.faces) / len(self.faces) if self.faces else None
 
     def to_dict(self) -> dict[str, Any]:
-        sims = np.array([f.similarity for f in self.faces], np.float64)
+        sims = np.array([f.similarity for f in self.faces if f.judged], np.float64)
         jit = [t["landmark_jitter"] for t in self.tracks if t["landmark_jitter"] is not None]
         cons = [t["identity_consistency"] for t in self.tracks if t["identity_consistency"] is not None]
         outside = np.array(self.outside, np.float64)
@@ -279,6 +284,7 @@ class EvalReport:
                 "unprocessed": sum(f.reason == "unprocessed" for f in self.faces),
             },
             "coverage": self.coverage,
+            "too_small_to_judge": sum(not f.judged for f in self.faces),
             "similarity": None if not len(sims) else {
                 "mean": round(float(sims.mean()), 4), "median": round(float(np.median(sims)), 4),
                 "max": round(float(sims.max()), 4)},
@@ -428,11 +434,12 @@ class Evaluator:
                 diff = _mean_abs_diff(original[y0:y1, x0:x1], anonymized[y0:y1, x0:x1])
                 processed = diff > bound
                 sim = float(sims[i])
-                reason = "unprocessed" if not processed else ("identity" if sim >= cfg.threshold else None)
+                judged = min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= cfg.min_judge_size
+                reason = "unprocessed" if not processed else ("identity" if judged and sim >= cfg.threshold else None)
                 r = FaceResult(frame=self._frame, file_frame=self._file_frame, file=self._file,
                                box=[float(v) for v in d.box], score=float(d.score), similarity=sim, diff=diff,
                                processed=bool(processed), leak=reason is not None, reason=reason,
-                               anonymized_detected=anon_lm[i] is not None, track=tracks[i])
+                               anonymized_detected=anon_lm[i] is not None, track=tracks[i], judged=bool(judged))
                 results.append(r)
                 self._obs.setdefault(tracks[i], []).append(
                     _Obs(self._frame, np.asarray(d.landmarks, np.float64), anon_lm[i], emb_a[i], r))

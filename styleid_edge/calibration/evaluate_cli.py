@@ -33,6 +33,8 @@ def _summary(d: dict[str, Any]) -> str:
         f"leaks: {d['leaks']} ({d['leak_rate']:.1%}; identity {d['leaks_by_reason']['identity']}, "
         f"unprocessed {d['leaks_by_reason']['unprocessed']})" + (f" in frames {shown}" if frames else ""),
         f"coverage (faces processed): {cov}",
+        *([f"too small to judge (< {d['config'].get('min_judge_size'):g} px: checked for processing only): "
+           f"{d['too_small_to_judge']}"] if d.get("too_small_to_judge") else []),
         "image change outside faces: " + ("n/a" if out["mean"] is None else
                                           f"mean {out['mean']:.3f}, max {out['max']:.3f} (0-255)"),
         (f"tracks: {tracks['count']}, landmark jitter {tracks['landmark_jitter_mean']}, "
@@ -52,6 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = EvalConfig(threshold=args.threshold, recognizer=args.recognizer, detector=args.detector or "yunet",
                         processed_diff=args.processed_diff, outside_margin=args.outside_margin,
+                        min_judge_size=args.min_judge_size,
                         progress=not args.quiet)
     try:
         for out, what in ((args.report, "report"), (args.plot, "plot")):
@@ -105,5 +108,8 @@ def register_evaluate(subparsers: Any) -> None:
                         "and 3x the change outside the faces (default 5)")
     p.add_argument("--outside-margin", type=float, default=0.5,
                    help="face boxes grow by this share per side before measuring change outside them (default 0.5)")
+    p.add_argument("--min-judge-size", type=float, default=32.0, metavar="PX",
+                   help="faces smaller than this (box side, px) are checked for processing only: the recognizer "
+                        "cannot tell identities apart at that size (default 32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_evaluate)
