@@ -204,3 +204,11 @@ def test_detect_angles_flag_values():
     for bad in ("x", "200"):
         with pytest.raises(Exception, match="angle|outside"):
             angle_list(bad)
+
+
+def test_a_container_that_cannot_take_h264_is_refused_before_any_work(tmp_path, capsys, caplog):
+    clip = media.moving_faces_clip(n_frames=2, size=(160, 120), path=tmp_path / "c.mp4", audio=False)
+    caplog.set_level("INFO")
+    assert cli_main(["anonymize", str(clip.path), "-o", str(tmp_path / "c.webm"), "--method", "pixelate"]) == 2
+    assert "the .webm container does not take 'libx264' video" in capsys.readouterr().err
+    assert "frames" not in caplog.text and not list(tmp_path.glob("*.webm")) and not list(tmp_path.glob(".c*"))

@@ -19,7 +19,7 @@ from .images import input_kind, is_image, iter_inputs, read_image, write_image
 from .pack import ModelPack
 from .report import RunReport
 from .frame_pipeline import Progress, run_threaded
-from .video import VideoError, VideoReader, VideoWriter, from_display, probe, to_display
+from .video import VideoError, VideoReader, VideoWriter, check_output_container, from_display, probe, to_display
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ def _check_kinds(src: Path, target: Path) -> None:
         raise ValueError(f"{src}: not an image or a video this tool can read (FFmpeg could not open it)")
     if kind == "video" and is_image(target):
         raise ValueError(f"output {target} is an image but {src} is a video: name the output .mp4, .mkv or .mov")
+    if kind == "video":
+        check_output_container(target)
     if kind == "image" and not is_image(target):
         raise ValueError(f"output {target} is not an image type but {src} is an image: name the output "
                          f".jpg, .png or .webp (e.g. {target.with_suffix(src.suffix.lower())})")

@@ -816,6 +816,27 @@ def _open_audio(path: Path, output: av.container.OutputContainer, out_path: Path
         raise
 
 
+def check_output_container(path: str | Path, codec: str = "libx264") -> None:
+    """Raise :class:`VideoError` now (before any frame is processed) when FFmpeg has no muxer for the
+    suffix of ``path`` or its container does not take ``codec`` video (e.g. .webm and H.264)."""
+    import tempfile
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            container = av.open(os.path.join(tmp, "probe" + path.suffix), mode="w")
+        except ValueError as exc:
+            raise VideoError(f"cannot write {path}: FFmpeg has no muxer for '{path.suffix or '(no extension)'}'; "
+                             "name the output .mp4, .mkv or .mov") from exc
+        try:
+            container.add_stream(codec, rate=25)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoError(f"cannot write {path}: the {path.suffix.lower()} container does not take {codec!r} "
+                             f"video ({exc}); name the output .mp4, .mkv or .mov") from exc
+        finally:
+            container.close()
+
+
 class VideoWriter:
     """Encode BGR frames to ``path`` (H.264 by default) with the input's size, rate, time base and
     rotation, copying the audio of ``audio_from``.
