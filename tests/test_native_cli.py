@@ -70,6 +70,12 @@ def test_rt_refuses_bad_values_and_paths_before_any_work(rt, native_assets, clip
     run = _run(rt, clip_avi, "-o", clip_avi, "--pack", pack)
     assert run.returncode == 2 and "is the input" in run.stderr
     assert clip_avi.read_bytes() == before  # untouched
+    for report, what in ((clip_avi, "is the input"), (out, "is the output")):  # the report overwrote the input
+        run = _run(rt, clip_avi, "-o", out, "--pack", pack, "--report", report)
+        assert run.returncode == 2 and what in run.stderr, run.stderr
+    run = _run(rt, clip_avi, "-o", tmp_path, "--pack", pack)
+    assert run.returncode == 2 and "is a folder; give a file name" in run.stderr
+    assert clip_avi.read_bytes() == before and not out.exists()
     run = _run(rt, clip_avi, "-o", tmp_path / "frame.png", "--pack", pack)
     assert run.returncode == 2 and "only its last frame would be kept" in run.stderr
     run = _run(rt, clip_avi, "-o", tmp_path / "missing" / "o.mp4", "--pack", pack)

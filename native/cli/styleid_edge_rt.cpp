@@ -109,6 +109,13 @@ bool is_stream(const std::string &input) {
            (!input.empty() && input.size() <= 3 && input.find_first_not_of("0123456789") == std::string::npos);
 }
 
+// Two paths name the same file: the same inode when both exist, else the same normalised absolute path.
+bool same_path(const std::string &x, const std::string &y) {
+    std::error_code ec;
+    if (fs::exists(x, ec) && fs::exists(y, ec)) return fs::equivalent(x, y, ec);
+    return fs::weakly_canonical(fs::absolute(x, ec), ec) == fs::weakly_canonical(fs::absolute(y, ec), ec);
+}
+
 Args parse(int argc, char **argv) {
     Args a;
     auto value = [&](int &i) -> std::string {
@@ -180,9 +187,12 @@ Args parse(int argc, char **argv) {
     if (!a.open_timeout_given && a.listen) a.open_timeout = 600;
     std::error_code ec;
     if (!is_stream(a.input) && !fs::exists(a.input, ec)) usage_error(a.input + ": no such file (check the path)");
-    if (fs::exists(a.input, ec) && fs::exists(a.output, ec) && fs::equivalent(a.input, a.output, ec))
+    if (same_path(a.input, a.output))
         usage_error("output " + a.output + " is the input: choose another output path (the input is never "
                     "overwritten)");
+    if (fs::is_directory(a.output, ec))
+        usage_error("-o " + a.output + " is a folder; give a file name, e.g. " +
+                    (fs::path(a.output) / fs::path(a.input).filename()).string());
     const fs::path out_parent = fs::path(a.output).parent_path();
     const fs::path out_dir = out_parent.empty() ? fs::path(".") : out_parent;
     if (!fs::is_directory(out_dir, ec))
@@ -193,6 +203,9 @@ Args parse(int argc, char **argv) {
     if (!a.report.empty()) {
         const fs::path report(a.report), folder = report.parent_path().empty() ? fs::path(".") : report.parent_path();
         if (fs::is_directory(report, ec)) usage_error("--report " + a.report + " is a folder; give a file name");
+        if (same_path(a.report, a.input) || same_path(a.report, a.output))
+            usage_error("--report " + a.report + " is the " + (same_path(a.report, a.input) ? "input" : "output") +
+                        ": write the report to a .json file of its own");
         if (!fs::is_directory(folder, ec))
             usage_error("--report " + a.report + ": the folder " + folder.string() + " does not exist");
     }
