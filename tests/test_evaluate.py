@@ -256,6 +256,10 @@ def test_cli_exit_codes_report_and_plot(clip_pair, tmp_path: Path, capsys) -> No
     assert _run(["evaluate", str(original), str(anonymized), "--report", str(tmp_path), "-q"]) == 2  # a folder
     assert "it is a folder; give a file name" in capsys.readouterr().err
     assert not list(tmp_path.parent.glob(f".{tmp_path.name}*.tmp"))
+    before = Path(anonymized).read_bytes()
+    assert _run(["evaluate", str(original), str(anonymized), "--report", str(anonymized), "-q"]) == 2
+    assert "one of the files being compared" in capsys.readouterr().err
+    assert Path(anonymized).read_bytes() == before
     clip = moving_faces_clip(N_FRAMES - 2, (640, 360), photos=("obama.jpg",), background="plain", seed=7,
                              audio=False)
     short = make_video(tmp_path / "short.mp4", clip.frames, fps=25, audio=False)

@@ -61,6 +61,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if out and not Path(out).parent.is_dir():  # fail before the (long) evaluation, not after
                 raise EvaluateError(f"cannot write the {what} {out}: folder {Path(out).parent} does not exist; "
                                     "create it first")
+            if out and any(Path(out).resolve() == Path(src).resolve() for src in (args.original, args.anonymized)):
+                raise EvaluateError(f"cannot write the {what} {out}: it is one of the files being compared; "
+                                    "give it a name of its own")
             if out and Path(out).is_dir():
                 raise EvaluateError(f"cannot write the {what} {out}: it is a folder; give a file name, "
                                     f"e.g. {Path(out) / ('eval.json' if what == 'report' else 'eval.png')}")
