@@ -56,15 +56,17 @@ def anonymizer():
     return Anonymizer(AnonymizerConfig(method="pixelate"), pack=None, use_default_pack=False)
 
 
-def serve_and_read(clip, anonymizer, out_url: str, source, min_frames: int = 10):
-    """Pipeline A: the clip (looped) anonymized into StreamSink(out_url). Pipeline B: ``source``
-    read by live into memory until ``min_frames`` arrived. Returns (B's frames, A's sink, B's stats)."""
+def serve_and_read(clip, anonymizer, out_url: str, source, min_frames: int = 10, *, delay: float = 0.3,
+                   reader_config: LiveConfig | None = None):
+    """Pipeline A: the clip (looped) anonymized into StreamSink(out_url), started ``delay`` seconds
+    after pipeline B: ``source`` read by live (``reader_config``) into memory until ``min_frames``
+    arrived. Returns (B's frames, A's sink, B's stats)."""
     received = MemorySink()
     reader = LivePipeline(LiveEngine(anonymizer, FPS), Capture(source, Backoff(initial=0.2, maximum=0.5)),
-                          [received], LiveConfig(fps=FPS, no_signal_after_ms=60000), name="reader")
+                          [received], reader_config or LiveConfig(fps=FPS, no_signal_after_ms=60000), name="reader")
     reader_thread = threading.Thread(target=reader.run, daemon=True)
     reader_thread.start()
-    time.sleep(0.3)  # the reader listens first (UDP has no handshake; RTSP listen waits for the push)
+    time.sleep(delay)  # the reader listens first (UDP has no handshake; RTSP listen waits for the push)
     sink = StreamSink(out_url, FPS)
     sender = LivePipeline(LiveEngine(anonymizer, FPS), Capture(StillCamera(clip.frames[0])), [sink],
                           LiveConfig(), name="sender")
@@ -111,6 +113,20 @@ def test_rtsp_push_into_a_listening_live_source(clip, anonymizer):
     source = AVSource(url, options={"rtsp_flags": "listen", "listen_timeout": "10"})
     frames, sink, _ = serve_and_read(clip, anonymizer, url, source)
     assert sink.format == "rtsp" and sink.frames_written >= len(frames)
+    check_received(frames, clip, 10)
+
+
+def test_watchdog_shorter_than_the_listen_timeout_lets_the_camera_connect(clip, anonymizer):
+    """``--rtsp-listen --watchdog-seconds 1`` with a 3 s listen time-out, the camera pushing 2 s after
+    the start: waiting for it is not being stuck. No restart binds the port beside the waiting
+    listener, and the camera's connection is not accepted and dropped by an abandoned thread."""
+    port = free_ports(1)[0]
+    url = f"rtsp://127.0.0.1:{port}/live"
+    source = AVSource(url, options={"rtsp_flags": "listen", "listen_timeout": "3"}, timeout=3.0)
+    config = LiveConfig(fps=FPS, no_signal_after_ms=60000, capture_stall_s=1.0)
+    frames, sink, stats = serve_and_read(clip, anonymizer, url, source, delay=2.0, reader_config=config)
+    assert stats.watchdog_restarts == 0
+    assert sink.failures == 0  # the push was never cut ("Broken pipe")
     check_received(frames, clip, 10)
 
 

@@ -19,6 +19,8 @@ from ..cli_types import angle_list, number_in
 
 log = logging.getLogger(__name__)
 
+EXIT_RECORDING_FAILED = 3  # a recording lost frames or a segment could not be finished
+
 NON_NEGATIVE = number_in(float, 0.0, 1e9)  # durations and intervals where 0 means "off"
 POSITIVE = number_in(float, 0.0, 1e9, low_open=True)
 
@@ -37,6 +39,16 @@ def output_target(output: Path, index: int, n_sources: int) -> Path:
     return output / f"source-{index + 1}"
 
 
+def check_outputs(output: Path, n_sources: int) -> None:
+    """Refuse an ``-o`` that cannot be recorded to (an unsupported suffix such as .avi, a folder that
+    cannot be created or written) with a ValueError naming it and the fix."""
+    from .sinks import prepare_folder, resolve_target
+
+    for i in range(n_sources):
+        folder, _, _ = resolve_target(output_target(output, i, n_sources))
+        prepare_folder(folder)
+
+
 def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source_main", metavar="SOURCE", nargs="?",
                    help="camera index (0), device (/dev/video0), stream URL (rtsp://, http://, udp://...) "
@@ -44,7 +56,9 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", default=[], help="another source (repeatable); each gets its "
                    "own outputs (OUTPUT/source-N/ or NAME-source-N.mp4, MJPEG and UDP port + N, its own --push "
                    "URL) and shares the models: the faces of all sources are generated together, one batch per tick")
-    p.add_argument("-o", "--output", help="folder (or NAME.mp4) for segmented H.264 files")
+    p.add_argument("-o", "--output", help="folder (or NAME.mp4, .mkv, .mov, .m4v, .ts) for segmented H.264 "
+                   "files, named by each segment's start time (live_YYYYmmdd-HHMMSS_00001.mp4, "
+                   "NAME_YYYYmmdd-HHMMSS_00001.mp4); existing files are never replaced")
     p.add_argument("--segment-seconds", type=NON_NEGATIVE, default=60.0,
                    help="length of each output file (0: one file)")
     p.add_argument("--serve-mjpeg", metavar="HOST:PORT", help="serve the output as MJPEG over HTTP "
@@ -94,7 +108,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gather-ms", type=number_in(float, 0.0, 1e6), default=5.0,
                    help="how long the worker waits for the faces of the other sources before a batch starts")
     p.add_argument("--watchdog-seconds", type=NON_NEGATIVE, default=10.0, help="restart a capture that is stuck this "
-                   "long in one read (0: off)")
+                   "long in one read or open (0: off); waiting within the source's own time-out (connecting, "
+                   "listening for a camera, a read's 5 s) does not count: the limit is raised to cover it")
     p.add_argument("--render-stuck-seconds", type=NON_NEGATIVE, default=60.0, help="abandon a model batch that runs "
                    "this long (its faces pixelated) and start a fresh worker (0: off)")
     p.add_argument("--crf", type=number_in(int, 0, 51), default=23,
@@ -118,9 +133,16 @@ def _build(args: argparse.Namespace):
     from .engine import LiveEngine
     from .httpserve import MetricsServer, parse_hostport
     from .scheduler import LiveConfig, LivePipeline
-    from .sinks import MJPEGServer, SegmentedFileSink, StreamSink, WindowSink, check_gui
+    from .sinks import (
+        BackgroundSink,
+        MJPEGServer,
+        SegmentedFileSink,
+        StreamSink,
+        WindowSink,
+        check_gui,
+    )
     from .sources import Capture, open_source
-    from .stats import LiveStats
+    from .stats import LiveStats, StatsGroup
 
     specs = ([args.source_main] if args.source_main else []) + list(args.source)
     if not specs:
@@ -132,6 +154,8 @@ def _build(args: argparse.Namespace):
                          "source, in the order of the sources")
     if args.face_batch < 1:
         raise ValueError("--face-batch must be at least 1")
+    if args.output:  # before loading models or opening sources
+        check_outputs(Path(args.output), len(specs))
     if not (args.output or args.serve_mjpeg or args.show or args.serve_udp or args.push):
         log.warning("no output chosen (--output, --serve-mjpeg, --serve-udp, --push or --show): frames are "
                     "anonymized and counted only")
@@ -158,7 +182,7 @@ def _build(args: argparse.Namespace):
                 options = {"rtsp_transport": args.rtsp_transport}
                 if args.rtsp_listen:
                     options.update({"rtsp_flags": "listen", "listen_timeout": "5"})
-            source = open_source(spec, loop=args.loop, options=options)
+            source = open_source(spec, loop=args.loop, options=options, require_device=True)
             capture = Capture(source)
             fps = args.fps or getattr(getattr(source, "info", None), "fps", None) or 25.0
             sinks = []
@@ -172,71 +196,109 @@ def _build(args: argparse.Namespace):
                 host, port = parse_hostport(args.serve_udp)
                 if not port:
                     raise ValueError("--serve-udp needs a port, e.g. 127.0.0.1:5000")
-                sinks.append(StreamSink(f"udp://{host}:{port + i}", float(fps), bitrate=args.stream_bitrate,
-                                        crf=args.crf))
-            if args.push:
-                sinks.append(StreamSink(args.push[i], float(fps), bitrate=args.stream_bitrate, crf=args.crf))
+                sinks.append(BackgroundSink(StreamSink(f"udp://{host}:{port + i}", float(fps),
+                                                       bitrate=args.stream_bitrate, crf=args.crf)))
+            if args.push:  # in a thread of its own: a stalled receiver must not hold the pipeline up
+                sinks.append(BackgroundSink(StreamSink(args.push[i], float(fps), bitrate=args.stream_bitrate,
+                                                       crf=args.crf)))
             pipeline = LivePipeline(LiveEngine(anonymizer, float(fps)), capture, sinks, live_config,
                                     LiveStats(), name=f"source-{i + 1} {spec}" if len(specs) > 1 else "live",
                                     batcher=shared)
             if args.show:
                 pipeline.sinks.append(WindowSink(f"styleid-edge live: {spec}", on_quit=pipeline.stop))
             pipelines.append(pipeline)
-        if args.metrics:
+        group = StatsGroup([(f"source-{i + 1}", p.stats) for i, p in enumerate(pipelines)])
+        if args.metrics:  # one source: its own series, unlabelled; several: labelled per source, with totals
             host, port = parse_hostport(args.metrics)
-            servers.append(MetricsServer(pipelines[0].stats, host, port))
+            servers.append(MetricsServer(pipelines[0].stats if len(pipelines) == 1 else group, host, port))
     except BaseException:
         for p in pipelines:
             p.close()
         if shared is not None:
             shared.close()
         raise
-    return anonymizer, pipelines, servers, shared
+    return anonymizer, pipelines, servers, shared, group
+
+
+def _signal_handler(pipelines: list):
+    """SIGINT, SIGTERM, SIGHUP: finish the current segments and stop. A second signal within a second
+    is the same request (GNU timeout, for one, signals the process and then its group); a later one
+    means: stop now. The recordings are still finished (never interrupted half-way); only the
+    waits for the capture and render threads are cut short."""
+    state = {"n": 0, "t": 0.0}
+
+    def safe_to_interrupt() -> bool:
+        if len(pipelines) == 1:  # it runs on this (the main) thread
+            return not pipelines[0].finishing
+        return all(p.files_done.is_set() for p in pipelines)
+
+    def on_signal(signum, _frame) -> None:
+        now = time.monotonic()
+        name = signal.Signals(signum).name
+        state["n"] += 1
+        if state["n"] == 1:
+            state["t"] = now
+            log.warning("%s: finishing the current segment and stopping", name)
+            for p in pipelines:
+                p.stop()
+            return
+        if now - state["t"] <= 1.0:
+            return
+        for p in pipelines:
+            p.stop(now=True)
+        if safe_to_interrupt():
+            raise KeyboardInterrupt
+        log.warning("%s: stopping now; the recordings are being finished first (a few seconds at most)", name)
+
+    return on_signal
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     from .scheduler import run_all
+    from .sinks import SegmentedFileSink
 
-    anonymizer, pipelines, servers, shared = _build(args)
+    anonymizer, pipelines, servers, shared, group = _build(args)
     for p in pipelines:
         for sink in p.sinks:
             if getattr(sink, "url", None):
                 kind = "MJPEG stream" if type(sink).__name__ == "MJPEGServer" else "H.264 stream"
                 print(f"[{p.name}] {kind}: {sink.url}", file=sys.stderr)
-    stopping = {"n": 0, "t": 0.0}
-
-    def on_signal(signum, _frame) -> None:
-        now = time.monotonic()
-        stopping["n"] += 1
-        if stopping["n"] > 1:
-            # A second signal a moment later is the same request (GNU timeout, for one, signals the
-            # process and then its group); a later one means: stop now.
-            if now - stopping["t"] > 1.0:
-                raise KeyboardInterrupt
-            return
-        stopping["t"] = now
-        log.warning("%s: finishing the current segment and stopping", signal.Signals(signum).name)
-        for p in pipelines:
-            p.stop()
-
+    recorders = [s for p in pipelines for s in p.sinks if isinstance(s, SegmentedFileSink)]
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
+        handler = _signal_handler(pipelines)
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            # an ignored SIGHUP or SIGINT (nohup, a background job) stays ignored
+            if sig is not None and not (sig != signal.SIGTERM and signal.getsignal(sig) is signal.SIG_IGN):
+                previous[sig] = signal.signal(sig, handler)
     try:
-        all_stats = run_all(pipelines, shared, args.render_stuck_seconds)
+        run_all(pipelines, shared, args.render_stuck_seconds, on_shared_restart=group.count_shared_restart)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
         for server in servers:
             server.close()
     report = anonymizer.finish().to_dict()
     if not args.quiet and not args.stats_every:  # else close() printed the final line
-        for p, stats in zip(pipelines, all_stats):
-            print(f"[{p.name}] {stats.line()}", file=sys.stderr)
+        for p in pipelines:
+            print(f"[{p.name}] {p.stats_line()}", file=sys.stderr)
+    if not args.quiet and len(pipelines) > 1:
+        print(f"[all] {group.line()}", file=sys.stderr)
     for note in report["notes"]:
         print(f"NOTE: {note}", file=sys.stderr)
-    return 0
+    return _recording_result(recorders)
+
+
+def _recording_result(recorders: list) -> int:
+    """0, or EXIT_RECORDING_FAILED (with what was lost and kept) when a recording failed."""
+    failed = [r for r in recorders if r.failures]
+    if not failed:
+        return 0
+    for r in failed:
+        kept = ", ".join(str(p) for p in r.partials) or "none"
+        print(f"error: recording into {r.folder} failed {r.failures} time(s), {r.frames_lost} frame(s) not "
+              f"recorded; partial files kept: {kept}", file=sys.stderr)
+    return EXIT_RECORDING_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

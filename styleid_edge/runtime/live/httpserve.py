@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,20 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     return (host.strip("[]") or default_host), number
 
 
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-answer is normal (a scraper's time-out, a closed browser tab):
+        a debug line, not a traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, CLIENT_GONE):
+            log.debug("%s: the client went away (%s)", client_address, exc)
+            return
+        log.error("HTTP request from %s failed", client_address, exc_info=exc)
+
+
 def serve_http(host: str, port: int, handle: Callable[[BaseHTTPRequestHandler], None],
                name: str = "http") -> ThreadingHTTPServer:
     """Start a server whose GET requests all go to ``handle(handler)``, in a daemon thread."""
@@ -30,13 +45,16 @@ def serve_http(host: str, port: int, handle: Callable[[BaseHTTPRequestHandler], 
         server_version = "styleid-edge"
 
         def do_GET(self) -> None:
-            handle(self)
+            try:
+                handle(self)
+            except CLIENT_GONE as exc:
+                log.debug("%s %s: the client went away (%s)", name, self.address_string(), exc)
 
         def log_message(self, fmt: str, *args) -> None:
             log.debug("%s %s: " + fmt, name, self.address_string(), *args)
 
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = _Server((host, port), Handler)
     except OSError as exc:
         raise RuntimeError(f"cannot listen on {host}:{port} for {name} ({exc.strerror}); choose another port "
                            "or stop the program using it") from exc

@@ -13,7 +13,8 @@ Per frame, on the pipeline thread:
    watchdog abandons, also falls back to pixelation. So every output frame has every located face
    either regenerated or pixelated — never raw — and capture→output latency is bounded by about
    one input frame interval + locate time + budget + sink time (measured: ``LiveStats.latency_ms``);
-4. hand the frame to every sink. While the source is down (or sends nothing for
+4. hand the frame to every sink (network streams run behind a :class:`~.sinks.BackgroundSink`, so a
+   stalled receiver never holds the pipeline up). While the source is down (or sends nothing for
    ``no_signal_after_ms``), "no signal" cards are output at the stream's rate instead — never a
    stale raw frame.
 """
@@ -30,7 +31,7 @@ import numpy as np
 
 from .batcher import RenderBatcher, RenderJob, cover
 from .engine import LiveEngine
-from .sinks import OutputFrame, Sink, no_signal_frame
+from .sinks import BackgroundSink, OutputFrame, SegmentedFileSink, Sink, no_signal_frame
 from .sources import Capture
 from .stats import LiveStats
 from .watchdog import Watchdog
@@ -54,9 +55,15 @@ class LiveConfig:
     render_stuck_s: float = 60.0  # watchdog: abandon a model round running this long (0: off)
 
 
+def sink_label(sink: Sink) -> str:
+    return getattr(sink, "label", None) or type(sink).__name__
+
+
 class LivePipeline:
     """Runs one source through the scheduler into ``sinks`` until the source ends or
-    :meth:`stop` is called (from any thread or a signal handler). ``run`` closes the sinks."""
+    :meth:`stop` is called (from any thread or a signal handler). ``run`` closes the sinks:
+    recordings first (``files_done`` is set once they are finished), then the other sinks, the
+    capture and the render worker, which may take seconds."""
 
     def __init__(self, engine: LiveEngine, capture: Capture, sinks: list[Sink], config: LiveConfig | None = None,
                  stats: LiveStats | None = None, name: str | None = None,
@@ -70,6 +77,10 @@ class LivePipeline:
         self.stats = stats or LiveStats()
         self.name = name or capture.source.name
         self._stop = threading.Event()
+        self._urgent = False  # stop(now=True): do not wait for the capture and render threads
+        self.finishing = False  # True while the recordings are being finished (a signal must not interrupt it)
+        self.files_done = threading.Event()  # set once close() has finished the recordings
+        self.closed_sinks: list[Sink] = []  # the sinks as they were when closed (for the final report)
         self._own_batcher = batcher is None and engine.generative
         if self._own_batcher:
             batcher = RenderBatcher(engine.anonymizer, chunk_faces=self.config.chunk_faces,
@@ -88,7 +99,11 @@ class LivePipeline:
         self._counted_in = self._counted_drop = self._counted_reconnects = 0
 
     # -- control ----------------------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, now: bool = False) -> None:
+        """End the run. ``now``: the recordings are still finished, but the capture and render threads
+        are not waited for."""
+        if now:
+            self._urgent = True
         self._stop.set()
 
     @property
@@ -128,21 +143,44 @@ class LivePipeline:
         return self.stats
 
     def close(self) -> None:
-        self._stop.set()
+        """Finish the recordings first, then close the other sinks (network streams: bounded) and
+        stop the capture and the render worker (skipped waits after ``stop(now=True)``)."""
+        self.finishing = True
+        try:
+            self._stop.set()
+            sinks, self.sinks = self.sinks, []
+            self.closed_sinks = self.closed_sinks or sinks
+            recordings = [s for s in sinks if isinstance(s, SegmentedFileSink)]
+            self._close_sinks(recordings)
+        finally:
+            self.finishing = False
+            self.files_done.set()
+        for sink in sinks:
+            if isinstance(sink, BackgroundSink):
+                sink.request_close()  # all network sinks wind down together
+        self._close_sinks([s for s in sinks if not isinstance(s, SegmentedFileSink)])
         self.watchdog.stop()
-        self.capture.stop()
+        self.capture.stop(timeout=0.5 if self._urgent else 5.0)
         self._sync_capture_counters()
         if self._own_batcher:
-            self.batcher.close()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - close the others anyway
-                log.error("%s: closing sink %s failed: %s", self.name, type(sink).__name__, exc)
-                self.stats.sink_errors += 1
-        self.sinks = []
+            self.batcher.close(timeout=1.0 if self._urgent else 10.0)
         if self.config.stats_every:
-            print(f"[{self.name}] final: {self.stats.line()}", file=sys.stderr, flush=True)
+            print(f"[{self.name}] final: {self.stats_line()}", file=sys.stderr, flush=True)
+
+    def _close_sinks(self, sinks: list[Sink]) -> None:
+        for sink in sinks:
+            try:
+                if isinstance(sink, BackgroundSink) and self._urgent:
+                    sink.close(timeout=0.5)
+                else:
+                    sink.close()
+            except Exception as exc:  # noqa: BLE001 - close the others anyway
+                log.error("%s: closing sink %s failed: %s", self.name, sink_label(sink), exc)
+                self.stats.record_write(sink_label(sink), ok=False)
+
+    def stats_line(self) -> str:
+        """The stats line, with the sinks' troubles (errors, dropped or lost frames) when there are any."""
+        return self.stats.line([note for sink in (self.sinks or self.closed_sinks) if (note := _sink_status(sink))])
 
     # -- per frame --------------------------------------------------------------------------------
     def _process(self, image: np.ndarray, seq: int, t_capture: float) -> None:
@@ -197,14 +235,20 @@ class LivePipeline:
 
     def _emit(self, frame: OutputFrame) -> None:
         self._size = (frame.image.shape[1], frame.image.shape[0])
+        delivered = False
         for sink in self.sinks:
+            label = sink_label(sink)
             try:
                 sink.write(frame)
             except Exception as exc:  # noqa: BLE001 - one broken sink must not stop the others
-                self.stats.sink_errors += 1
-                if self.stats.sink_errors <= 5 or self.stats.sink_errors % 1000 == 0:
-                    log.error("%s: sink %s failed (%d errors so far): %s", self.name, type(sink).__name__,
-                              self.stats.sink_errors, exc)
+                failed = self.stats.record_write(label, ok=False)
+                if failed <= 5 or failed % 1000 == 0:
+                    log.error("%s: sink %s failed (%d errors so far): %s", self.name, label, failed, exc)
+            else:
+                self.stats.record_write(label, ok=True)
+                delivered = True
+        if frame.kind == "frame" and self.sinks and not delivered:
+            self.stats.record_undelivered()
         done = time.monotonic()
         self._last_emit = done
         if frame.kind == "frame":
@@ -216,8 +260,7 @@ class LivePipeline:
     def _sync_capture_counters(self) -> None:
         cap = self.capture
         new_in = cap.frames_read - self._counted_in
-        for _ in range(min(new_in, 64)):
-            self.stats.rate_in.tick()
+        self.stats.rate_in.tick(n=new_in)
         self.stats.frames_in += new_in
         self.stats.frames_dropped += cap.dropped - self._counted_drop
         self.stats.reconnects += cap.reconnects - self._counted_reconnects
@@ -227,15 +270,26 @@ class LivePipeline:
         every = self.config.stats_every
         if every and now - self._last_print >= every:
             self._last_print = now
-            print(f"[{self.name}] {self.stats.line()}", file=sys.stderr, flush=True)
+            print(f"[{self.name}] {self.stats_line()}", file=sys.stderr, flush=True)
+
+
+def _sink_status(sink: Sink) -> str:
+    status = getattr(sink, "status", None)
+    try:
+        return status() if callable(status) else ""
+    except Exception:  # noqa: BLE001 - a note must never break the stats line
+        return ""
 
 
 def run_all(pipelines: list[LivePipeline], shared: RenderBatcher | None = None,
-            render_stuck_s: float = 60.0) -> list[LiveStats]:
+            render_stuck_s: float = 60.0, on_shared_restart=None) -> list[LiveStats]:
     """Run several pipelines (one per source) in threads until all end; ``stop()`` each to end.
-    ``shared``: their common render worker, watched here and closed at the end."""
-    watchdog = Watchdog(on_restart=lambda stage: setattr(pipelines[0].stats, "watchdog_restarts",
-                                                          pipelines[0].stats.watchdog_restarts + 1))
+    ``shared``: their common render worker, watched here and closed at the end; its restarts go to
+    ``on_shared_restart`` (e.g. ``StatsGroup.count_shared_restart``; default: the first source's stats)."""
+    if on_shared_restart is None:
+        def on_shared_restart(stage) -> None:
+            pipelines[0].stats.watchdog_restarts += 1
+    watchdog = Watchdog(on_restart=on_shared_restart)
     if shared is not None:
         watchdog.watch(shared, render_stuck_s).start()
     try:
@@ -248,11 +302,13 @@ def run_all(pipelines: list[LivePipeline], shared: RenderBatcher | None = None,
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=0.2)
-        except BaseException:  # Ctrl-C twice: still let every pipeline finish its segment (briefly)
+        except BaseException:  # stop now (a later signal): still let every pipeline finish its recordings
             for p in pipelines:
-                p.stop()
-            for t in threads:
-                t.join(timeout=5.0)
+                p.stop(now=True)
+            deadline = time.monotonic() + 30.0
+            for p in pipelines:
+                if not p.files_done.wait(max(0.0, deadline - time.monotonic())):
+                    log.error("%s: its recording is still being finished after 30 s; leaving it", p.name)
             raise
         return [p.stats for p in pipelines]
     finally:

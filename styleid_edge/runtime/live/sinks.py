@@ -7,11 +7,14 @@ through ``write`` and is finished by ``close``. Sinks never see a raw input fram
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -62,79 +65,263 @@ def no_signal_frame(width: int, height: int, text: str = "NO SIGNAL") -> np.ndar
 # segmented files
 
 
+@functools.lru_cache(maxsize=1)
+def _muxer_suffixes() -> frozenset[str]:
+    """Every file suffix FFmpeg writes (``.avi``, ``.webm``, ``.gif``, ...): a target ending in one
+    of them is meant as a file, not as a folder."""
+    import av
+
+    suffixes = set()
+    for name in av.formats_available:
+        try:
+            suffixes.update(f".{ext.strip().lower()}" for ext in av.ContainerFormat(name, "w").extensions)
+        except (ValueError, av.error.FFmpegError):
+            continue  # an input-only format
+    return frozenset(suffixes)
+
+
+def resolve_target(target: str | Path) -> tuple[Path, str | None, str]:
+    """``-o`` as (folder, file stem or None for a folder, suffix). An existing folder, or a name
+    without a media suffix, is a folder; ``NAME.mp4`` (.mkv, .mov, .m4v, .ts) names the files; any
+    other media suffix (``rec.avi``, ``rec.webm``) is refused instead of becoming a folder."""
+    target = Path(target)
+    suffix = target.suffix.lower()
+    if suffix in VIDEO_SUFFIXES and not target.is_dir():
+        return target.parent, target.stem, target.suffix
+    if suffix and suffix in _muxer_suffixes() and not target.is_dir():
+        raise ValueError(f"cannot record to {target}: live writes H.264 segments as "
+                         f"{', '.join(sorted(VIDEO_SUFFIXES))}; name the output e.g. {target.with_suffix('.mp4')} "
+                         f"(or .ts, which stays playable up to a write error), or give a folder")
+    return target, None, ".mp4"
+
+
+def prepare_folder(folder: Path) -> None:
+    """Create ``folder`` and check that files can be created in it; a ValueError that names the
+    folder and the fix otherwise (before any model is loaded or source opened)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"cannot record into {folder}: it exists and is not a folder; choose another "
+                         "-o (a folder, or NAME.mp4)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot create the output folder {folder} ({exc.strerror}); create it by hand or "
+                         "choose another -o") from exc
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".styleid-write-check-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write into the output folder {folder} ({exc.strerror}); make it writable "
+                         "(permissions, a read-only or full disk) or choose another -o") from exc
+
+
+def _move_new(src: Path, dst: Path) -> bool:
+    """Give ``src`` the name ``dst`` unless something already has that name (False then). Atomic
+    where the file system has hard links, so two recorders can never replace each other's files."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links (FAT, some network file systems): check, then rename
+        if os.path.lexists(dst):
+            return False
+        try:
+            os.rename(src, dst)
+        except FileExistsError:  # Windows refuses to replace
+            return False
+        return True
+    os.unlink(src)
+    return True
+
+
+def _unlink(path: Path | None) -> None:
+    if path is not None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not delete %s (%s); delete it by hand", path, exc)
+
+
 class SegmentedFileSink:
     """H.264 files of ``segment_seconds`` each (0: one file for the whole run).
 
     ``target`` is a folder (segments ``live_YYYYmmdd-HHMMSS_00001.mp4`` inside) or a file name
-    (``name_00001.mp4`` next to it). A segment is written to a hidden temporary file and gets its
-    name only when finished (rotation or ``close``), so a crash loses at most the current segment.
-    Timestamps are output wall-clock times, so dropped frames and no-signal gaps keep real time.
-    A frame of another size starts a new segment.
+    ``NAME.mp4`` (segments ``NAME_YYYYmmdd-HHMMSS_00001.mp4`` next to it; with ``segment_seconds=0``
+    the file is ``NAME.mp4``). The time is the segment's own wall-clock start, the number counts the
+    segments of this run. An existing file is never replaced: a taken name gets ``-2``, ``-3``, ...
+    (a restarted service, two recorders in one folder).
+
+    A segment is written to a hidden temporary file and gets its name only when finished (rotation
+    or ``close``), so a crash loses at most the current segment. Timestamps are output wall-clock
+    times, so dropped frames and no-signal gaps keep real time. A frame of another size starts a
+    new segment.
+
+    A write error (disk full, file too large) keeps what the segment holds as
+    ``<name>.partial<suffix>`` (playable for .ts and .mkv; an .mp4 cut off before its index is not),
+    raises once (the pipeline counts it), skips frames for a back-off delay (``retry_initial``
+    doubling to ``retry_max``, counted in ``frames_lost``) and then starts a new segment.
+    ``failures`` counts segments that did not finish cleanly.
     """
 
     def __init__(self, target: str | Path, segment_seconds: float = 60.0, fps: float = 25.0, crf: int = 23,
-                 preset: str | None = "veryfast") -> None:
-        target = Path(target)
-        if target.suffix.lower() in VIDEO_SUFFIXES:
-            self.folder, self.stem, self.suffix = target.parent, target.stem, target.suffix
-        else:
-            self.folder, self.stem, self.suffix = target, None, ".mp4"
-        self.folder.mkdir(parents=True, exist_ok=True)
+                 preset: str | None = "veryfast", *, retry_initial: float = 1.0, retry_max: float = 30.0) -> None:
         if segment_seconds < 0:
             raise ValueError(f"segment_seconds must be >= 0 (0: one file), got {segment_seconds}")
+        self.folder, self.stem, self.suffix = resolve_target(target)
+        prepare_folder(self.folder)
         self.segment_seconds = float(segment_seconds)
         self.fps = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
         self.crf = crf
         self.preset = preset
+        self.retry_initial, self.retry_max = retry_initial, retry_max
         self.segments: list[Path] = []  # finished segment files
+        self.partials: list[Path] = []  # segments cut off by an error, kept as <name>.partial<suffix>
         self.frames_written = 0
+        self.frames_lost = 0  # frames not recorded while waiting to start a new segment after an error
+        self.failures = 0
         self._writer: VideoWriter | None = None
+        self._base = ""  # final name of the current segment, without suffix
         self._t0 = 0.0
         self._size: tuple[int, int] | None = None
         self._count = 0
-        self._run_tag = time.strftime("%Y%m%d-%H%M%S")
+        self._retry_at = 0.0
+        self._delay = retry_initial
 
-    def _name(self) -> Path:
+    def _base_name(self, t: float) -> str:
+        """The current segment's name without suffix: its wall-clock start and number in this run."""
         self._count += 1
-        if self.stem is not None:
-            name = f"{self.stem}_{self._count:05d}{self.suffix}" if self.segment_seconds else f"{self.stem}{self.suffix}"
-        else:
-            name = f"live_{self._run_tag}_{self._count:05d}{self.suffix}"
-        return self.folder / name
+        wall = time.time() - max(0.0, time.monotonic() - t)
+        tag = time.strftime("%Y%m%d-%H%M%S", time.localtime(wall))
+        if self.stem is None:
+            return f"live_{tag}_{self._count:05d}"
+        if not self.segment_seconds and self._count == 1:
+            return self.stem
+        return f"{self.stem}_{tag}_{self._count:05d}"
 
     def _open(self, width: int, height: int, t: float) -> None:
         info = VideoInfo(path=Path("live"), width=width, height=height, fps=self.fps, time_base=Fraction(1, 1000),
                          frame_count=0, frame_count_exact=False, duration=0.0, start_time=0.0, rotation=0,
                          codec="rawvideo", pix_fmt="yuv420p", container_format="live", has_audio=False)
-        self._writer = VideoWriter(self._name(), info, crf=self.crf, preset=self.preset)
-        self._t0, self._size = t, (width, height)
+        base = self._base_name(t)
+        # The writer finishes into a hidden name of its own; _publish then gives it the final name
+        # without replacing anything (the writer's rename would).
+        staging = self.folder / f".{base}.{uuid.uuid4().hex[:8]}{self.suffix}"
+        self._writer = VideoWriter(staging, info, crf=self.crf, preset=self.preset)
+        self._base, self._t0, self._size = base, t, (width, height)
 
-    def _finish(self) -> None:
+    def _publish(self, src: Path, partial: bool) -> Path:
+        ext = (".partial" if partial else "") + self.suffix
+        for n in range(1, 1000):
+            dst = self.folder / f"{self._base}{'' if n == 1 else f'-{n}'}{ext}"
+            if _move_new(src, dst):
+                if n > 1:
+                    log.warning("%s already exists: kept it, this segment is %s", dst.with_name(self._base + ext),
+                                dst.name)
+                return dst
+        raise OSError(f"999 files named {self._base}*{ext} exist already")
+
+    def _finish(self, ok: bool = True) -> str | None:
+        """Finish the current segment (``ok=False``: after a write error, keep it as a partial
+        file). Returns None, or what went wrong and what was kept."""
         writer, self._writer = self._writer, None
         if writer is None:
-            return
+            return None
         if writer.frames_written == 0:
             writer.abort()
-            return
-        path = writer.close(ok=True)
-        if path is not None:
+            return None
+        name = f"{self._base}{self.suffix}"
+        held = _hold(writer)
+        try:
+            done, error = writer.close(ok=ok), None
+        except Exception as exc:  # noqa: BLE001 - the disk filled up, the file got too large, ...
+            done, error = None, exc
+        if done is not None:
+            _unlink(held)
+            held = done
+        try:
+            path = self._publish(held, partial=not (ok and error is None)) if held is not None else None
+        except OSError as exc:
+            return f"could not name {held} as {name} ({exc}); it is still there, rename it by hand"
+        if ok and error is None:
             self.segments.append(path)
+            self._delay = self.retry_initial
             log.info("segment finished: %s (%d frames)", path, writer.frames_written)
+            return None
+        if path is not None:
+            self.partials.append(path)
+        kept = f"kept what was written in {path}" if path is not None else "nothing could be kept"
+        if path is not None and done is None and self.suffix.lower() in (".mp4", ".mov", ".m4v"):
+            kept += f" (an {self.suffix} cut off before its index may not play: .ts or .mkv segments stay playable)"
+        if error is not None and ok:  # the writer's own message says nothing was kept: give its cause
+            return f"could not finish {self.folder / name} ({error.__cause__ or error}); {kept}"
+        return kept
+
+    def _back_off(self, t: float) -> float:
+        self.failures += 1
+        delay = self._delay
+        self._retry_at = t + delay
+        self._delay = min(self.retry_max, self._delay * 2)
+        return delay
 
     def write(self, frame: OutputFrame) -> None:
         h, w = frame.image.shape[:2]
         t = frame.t_output
         if self._writer is not None and (
                 (w, h) != self._size or (self.segment_seconds and t - self._t0 >= self.segment_seconds)):
-            self._finish()
+            problem = self._finish()
+            if problem:
+                self._back_off(t)
+                self.frames_lost += 1
+                raise RuntimeError(f"{problem}; the next segment starts in {self._retry_at - t:g} s")
         if self._writer is None:
-            self._open(w, h, t)
+            if t < self._retry_at:
+                self.frames_lost += 1
+                return
+            try:
+                self._open(w, h, t)
+            except Exception as exc:
+                delay = self._back_off(t)
+                self.frames_lost += 1
+                raise RuntimeError(f"cannot start a segment in {self.folder} ({exc}); retrying in {delay:g} s") from exc
         pts = round((t - self._t0) * 1000)
-        self._writer.write(frame.image, pts=pts)
+        try:
+            self._writer.write(frame.image, pts=pts)
+        except Exception as exc:
+            name = self.folder / f"{self._base}{self.suffix}"
+            delay = self._back_off(t)
+            self.frames_lost += 1
+            kept = self._finish(ok=False)
+            raise RuntimeError(f"writing {name} failed ({exc}); {kept}; a new segment starts in {delay:g} s") from exc
         self.frames_written += 1
 
+    def status(self) -> str:
+        """A short note for the stats line when something went wrong ('' otherwise)."""
+        if not self.failures:
+            return ""
+        return f"files: {self.failures} failed, {self.frames_lost} frames lost, {len(self.partials)} partial kept"
+
     def close(self) -> None:
-        self._finish()
+        problem = self._finish()
+        if problem:
+            self.failures += 1
+            raise RuntimeError(problem)
+
+
+def _hold(writer: VideoWriter) -> Path | None:
+    """A second name (hard link) for the writer's temporary file, so that a finish that fails (the
+    writer then deletes its file) still leaves what was written. None where there are no hard links.
+
+    VideoWriter has no public way to keep its file when finishing fails; this reads its private
+    ``_tmp`` (see the report on styleid_edge/runtime/video.py)."""
+    tmp = getattr(writer, "_tmp", None)
+    if tmp is None:
+        return None
+    held = tmp.with_name(f"{tmp.name}.held")
+    try:
+        os.link(tmp, held)
+    except OSError as exc:
+        log.debug("cannot hard-link %s (%s): a failed finish will lose the segment", tmp, exc)
+        return None
+    return held
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,36 +416,104 @@ class MJPEGServer:
 
 STREAM_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts", "rtsp": "rtsp",
                   "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv"}
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user name, password and query (which may hold a passphrase): for logs and
+    stats labels."""
+    scheme, sep, rest = url.split("?", 1)[0].partition("://")
+    if not sep:
+        return url.split("?", 1)[0]
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rsplit('@', 1)[-1]}{slash}{path}"
+
+
+def _with_query(url: str, key: str, value: str) -> str:
+    """``url`` with ``key=value`` added to its query, unless it has ``key`` already."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    if any(part.split("=", 1)[0] == key for part in query.split("&") if part):
+        return url
+    return url + ("&" if "?" in url else "?") + f"{key}={value}"
+
+
+def check_server(url: str, timeout: float) -> None:
+    """Ask the server of ``url`` whether it answers, with Python sockets (which, unlike FFmpeg's
+    connection set-up inside PyAV, let the other threads run while waiting): a TCP connection,
+    then for rtsp:// an OPTIONS request and for rtmp:// the RTMP handshake. ConnectionError (an
+    OSError) when it does not within ``timeout`` seconds."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or DEFAULT_PORTS.get(scheme)
+    if scheme not in ("tcp", *DEFAULT_PORTS) or not parts.hostname or not port:
+        return  # not over TCP (udp, srt), or nothing to check (FFmpeg reports the URL itself)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout) as raw:
+            sock = raw
+            if scheme in ("rtsps", "rtmps"):
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only: does it answer?
+                sock = context.wrap_socket(raw, server_hostname=parts.hostname)
+            if scheme.startswith("rtsp"):
+                sock.sendall(f"OPTIONS {url.split('?', 1)[0]} RTSP/1.0\r\nCSeq: 1\r\n"
+                             "User-Agent: styleid-edge\r\n\r\n".encode())
+                if not sock.recv(16).startswith(b"RTSP/"):
+                    raise ConnectionError("it does not answer as an RTSP server")
+            elif scheme.startswith("rtmp"):
+                sock.sendall(b"\x03" + bytes(1536))  # C0 + C1; S0 is the version byte
+                if sock.recv(1)[:1] != b"\x03":
+                    raise ConnectionError("it does not answer as an RTMP server")
+    except TimeoutError:
+        raise ConnectionError(f"no answer within {timeout:g} s") from None
 
 
 class StreamSink:
     """Encodes the output as low-latency H.264 and sends it to ``url``: MPEG-TS over UDP
-    (``udp://127.0.0.1:5000``: any player or ``styleid-edge live udp://...`` reads it), or a push
-    to a server (``rtsp://server:8554/name`` with ANNOUNCE/RECORD, e.g. MediaMTX; ``rtmp://``,
+    (``udp://127.0.0.1:5000``: any player or ``styleid-edge live udp://...`` reads it) or TCP, or a
+    push to a server (``rtsp://server:8554/name`` with ANNOUNCE/RECORD, e.g. MediaMTX; ``rtmp://``,
     ``srt://``). FFmpeg in the PyAV wheel has no RTSP *server* for output: to offer RTSP to
     several players, push to one. A keyframe every ``gop_seconds`` lets a late viewer start.
 
     The stream opens on the first frame (its size) and reopens when the size changes. When the
     connection fails, frames are skipped (counted in ``frames_skipped``) and it reconnects after a
     back-off delay; the error is raised once per failure so the pipeline counts it.
+
+    ``timeout`` (seconds) bounds connecting and every send for tcp:// (FFmpeg's ``timeout``) and
+    rtsp:// (its ``timeout``): a receiver that stops reading is dropped and reconnected. FFmpeg
+    connects while holding Python's GIL (every thread waits), so after an attempt that ran into the
+    time-out, and before every rtmp:// attempt (FFmpeg's RTMP client has no time-out PyAV can set),
+    :func:`check_server` first checks from Python that the server answers. Writes may still block
+    up to ``timeout``: run the sink behind a :class:`BackgroundSink` so the pipeline never waits.
     """
 
     def __init__(self, url: str, fps: float = 25.0, *, format: str | None = None, bitrate: str | None = None,
                  crf: int = 23, gop_seconds: float = 1.0, options: dict[str, str] | None = None,
-                 retry_initial: float = 0.5, retry_max: float = 10.0) -> None:
+                 retry_initial: float = 0.5, retry_max: float = 10.0, timeout: float = 2.0) -> None:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         self.format = format or STREAM_FORMATS.get(scheme)
         if self.format is None:
-            raise ValueError(f"cannot stream to {url!r}: use udp://HOST:PORT, rtsp://, rtmp:// or srt:// "
+            raise ValueError(f"cannot stream to {url!r}: use udp://HOST:PORT, tcp://, rtsp://, rtmp:// or srt:// "
                              "(or give the FFmpeg format)")
+        self.scheme = scheme
+        self.timeout = float(timeout)
         if scheme == "udp" and "pkt_size" not in url:
             url += ("&" if "?" in url else "?") + "pkt_size=1316"  # 7 TS packets: no IP fragmentation
         self.url = url
+        self.name = redact_url(url)
+        self._open_url = url
+        if scheme == "tcp" and self.timeout > 0:  # connect and send time-out, in microseconds
+            self._open_url = _with_query(url, "timeout", str(round(self.timeout * 1e6)))
         self.fps = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
         self.bitrate, self.crf, self.gop_seconds = bitrate, crf, gop_seconds
         self.options = dict(options or {})
         if self.format == "rtsp":
             self.options.setdefault("rtsp_transport", "tcp")
+            if self.timeout > 0:
+                self.options.setdefault("timeout", str(round(self.timeout * 1e6)))  # socket I/O, microseconds
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self.frames_written = 0
         self.frames_skipped = 0
@@ -270,11 +525,15 @@ class StreamSink:
         self._last_pts = -1
         self._retry_at = 0.0
         self._delay = retry_initial
+        self._sent = 0  # frames sent on the current connection
+        self._suspect = scheme.startswith("rtmp")  # check the server from Python before FFmpeg connects
 
     def _open(self, width: int, height: int, t: float) -> None:
         import av
 
-        container = av.open(self.url, mode="w", format=self.format, options=self.options)
+        if self._suspect and self.timeout > 0:
+            check_server(self.url, self.timeout)
+        container = av.open(self._open_url, mode="w", format=self.format, options=self.options)
         try:
             stream = container.add_stream("libx264", rate=self.fps)
             stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
@@ -291,8 +550,7 @@ class StreamSink:
             container.close()
             raise
         self._container, self._stream = container, stream
-        self._size, self._t0, self._last_pts = (width, height), t, -1
-        log.info("streaming %dx%d H.264 to %s (%s)", width, height, self.url, self.format)
+        self._size, self._t0, self._last_pts, self._sent = (width, height), t, -1, 0
 
     def _close_stream(self, flush: bool) -> None:
         container, self._container = self._container, None
@@ -317,6 +575,7 @@ class StreamSink:
         now = frame.t_output
         if self._container is not None and (w, h) != self._size:
             self._close_stream(flush=True)
+        started = time.monotonic()
         if self._container is None:
             if now < self._retry_at:
                 self.frames_skipped += 1
@@ -324,8 +583,8 @@ class StreamSink:
             try:
                 self._open(w, h, now)
             except Exception as exc:
-                self._failed(now)
-                raise RuntimeError(f"cannot stream to {self.url}: {exc}; retrying in {self._delay:g} s") from exc
+                self._failed(now, started)
+                raise RuntimeError(f"cannot stream to {self.name}: {exc}; retrying in {self._delay:g} s") from exc
         image = frame.image
         if w % 2 or h % 2:
             image = cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
@@ -334,22 +593,120 @@ class StreamSink:
         yuv.pts, yuv.time_base = pts, Fraction(1, 1000)
         try:
             for packet in self._stream.encode(yuv):
-                self._container.mux(packet)
+                self._container.mux(packet)  # connects (tcp, udp) on the first packet
         except Exception as exc:
             self._close_stream(flush=False)
-            self._failed(now)
-            raise RuntimeError(f"streaming to {self.url} failed: {exc}; reconnecting in {self._delay:g} s") from exc
+            self._failed(now, started)
+            raise RuntimeError(f"streaming to {self.name} failed: {exc}; reconnecting in {self._delay:g} s") from exc
         self._last_pts = pts
         self.frames_written += 1
+        self._sent += 1
+        if self._sent == 1:
+            log.info("streaming %dx%d H.264 to %s (%s)", w, h, self.name, self.format)
         self._delay = self.retry_initial
+        self._suspect = self.scheme.startswith("rtmp")
 
-    def _failed(self, now: float) -> None:
+    def _failed(self, now: float, started: float) -> None:
         self.failures += 1
         self._retry_at = now + self._delay
         self._delay = min(self.retry_max, self._delay * 2)
+        if self.timeout > 0 and time.monotonic() - started >= 0.5 * self.timeout:
+            self._suspect = True  # it hung rather than refused: check it from Python before FFmpeg again
 
     def close(self) -> None:
         self._close_stream(flush=True)
+
+
+class BackgroundSink:
+    """Runs ``sink`` (a network stream, whose writes block while the receiver is slow, stalled or
+    being reconnected) in a thread of its own, so the pipeline, the files and the MJPEG server never
+    wait for it. ``write`` only queues the frame; with ``max_frames`` already waiting the oldest is
+    dropped (``frames_dropped``). The sink's errors are raised from a later ``write``, once each, so
+    the pipeline counts them. ``close`` lets the thread send what is queued and close the sink, for
+    at most ``close_timeout`` seconds; a thread still stuck then is left behind (Python cannot stop
+    it) and the program goes on."""
+
+    def __init__(self, sink: Sink, max_frames: int = 8, close_timeout: float = 3.0) -> None:
+        from collections import deque
+
+        self.sink = sink
+        self.max_frames = max(1, int(max_frames))
+        self.close_timeout = float(close_timeout)
+        self.frames_dropped = 0
+        self.errors = 0
+        self._queue: deque[OutputFrame] = deque()
+        self._errors: deque[BaseException] = deque(maxlen=16)
+        self._cond = threading.Condition()
+        self._closing = False
+        self._deadline = 0.0
+        self._done = threading.Event()
+        self.label = f"{type(sink).__name__} {redact_url(getattr(sink, 'url', '') or '')}".strip()
+        self._thread = threading.Thread(target=self._run, name=f"sink:{self.label}", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str | None:
+        return getattr(self.sink, "url", None)
+
+    def write(self, frame: OutputFrame) -> None:
+        with self._cond:
+            if self._closing:
+                return
+            if len(self._queue) >= self.max_frames:
+                self._queue.popleft()
+                self.frames_dropped += 1
+            self._queue.append(frame)
+            self._cond.notify()
+            error = self._errors.popleft() if self._errors else None
+        if error is not None:
+            raise error
+
+    def _next(self) -> OutputFrame | None:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            return self._queue.popleft() if self._queue else None
+
+    def _run(self) -> None:
+        try:
+            while (frame := self._next()) is not None:
+                try:
+                    self.sink.write(frame)
+                except Exception as exc:  # noqa: BLE001 - reported through write()
+                    with self._cond:
+                        self.errors += 1
+                        self._errors.append(exc)
+            self.sink.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s: closing failed: %s", self.label, exc)
+        finally:
+            self._done.set()
+
+    def request_close(self) -> None:
+        """Stop taking frames; the thread sends what is queued, then closes the sink (no waiting)."""
+        with self._cond:
+            if not self._closing:
+                self._closing = True
+                self._deadline = time.monotonic() + self.close_timeout
+            self._cond.notify_all()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for the thread (at most ``close_timeout`` s after :meth:`request_close`, or ``timeout``)."""
+        self.request_close()
+        wait = max(0.0, self._deadline - time.monotonic()) if timeout is None else timeout
+        if not self._done.wait(wait):
+            with self._cond:
+                left = len(self._queue)
+                self._queue.clear()
+            log.warning("%s: still blocked after %.1f s (a stalled receiver?); leaving it behind, %d queued frames "
+                        "not sent", self.label, self.close_timeout if timeout is None else timeout, left)
+
+    def status(self) -> str:
+        """A short note for the stats line when frames were dropped or sending failed ('' otherwise)."""
+        failures = getattr(self.sink, "failures", self.errors)
+        if not (self.frames_dropped or failures):
+            return ""
+        return f"{self.label}: {self.frames_dropped} frames dropped, {failures} failures"
 
 
 # --------------------------------------------------------------------------------------------
