@@ -212,3 +212,19 @@ def test_a_container_that_cannot_take_h264_is_refused_before_any_work(tmp_path, 
     assert cli_main(["anonymize", str(clip.path), "-o", str(tmp_path / "c.webm"), "--method", "pixelate"]) == 2
     assert "the .webm container does not take 'libx264' video" in capsys.readouterr().err
     assert "frames" not in caplog.text and not list(tmp_path.glob("*.webm")) and not list(tmp_path.glob(".c*"))
+
+
+def test_an_output_folder_above_the_input_folder_never_replaces_an_input(tmp_path, capsys):
+    nest = tmp_path / "nest"
+    (nest / "photos" / "photos").mkdir(parents=True)
+    deep = _small_photo(nest / "photos" / "photos" / "a.jpg")
+    top = _small_photo(nest / "photos" / "a.jpg", "biden.jpg")
+    before = sha256_file(top)
+    # nest/photos/photos/a.jpg would be written to nest/photos/a.jpg, which is an input
+    assert cli_main(["anonymize", str(nest / "photos"), "-o", str(nest), "--method", "pixelate", "-q"]) == 2
+    assert "would replace an input" in capsys.readouterr().err
+    assert sha256_file(top) == before and deep.exists()
+    # no clash: the folder above takes the outputs
+    (nest / "photos" / "photos" / "a.jpg").rename(nest / "photos" / "photos" / "b.jpg")
+    assert cli_main(["anonymize", str(nest / "photos"), "-o", str(nest), "--method", "pixelate", "-q"]) == 0
+    assert (nest / "a.jpg").is_file() and (nest / "photos" / "b.jpg").is_file() and sha256_file(top) == before

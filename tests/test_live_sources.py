@@ -268,7 +268,7 @@ def test_input_rate_after_a_stall_is_the_rate_frames_came_at():
     """25 fps, then the pipeline stalls for 10 s while the capture reads on; the frames read meanwhile
     are booked when it resumes, all at one instant. The rate stays near 25 fps (it was 5220 fps)."""
     t0, resume = 1000.0, 1014.0
-    booked_together = RateMeter()  # the scheduler today: up to 64 ticks at the same moment
+    booked_together = RateMeter()  # the scheduler before tick(n=...): up to 64 ticks at the same moment
     for i in range(100):
         booked_together.tick(t0 + i / FPS)
     for _ in range(64):
@@ -292,7 +292,7 @@ def test_input_rate_after_a_stall_is_the_rate_frames_came_at():
     assert steady.rate(t0 + 20) == 0.0  # stopped long ago
 
 
-def test_sink_errors_in_the_console_line_and_for_the_exit_status():
+def test_sink_errors_in_the_console_line_and_the_end_of_run_summary():
     stats = LiveStats()
     assert stats.failed_sinks() == [] and "sink errors" not in stats.line()
     for _ in range(3):
@@ -309,7 +309,7 @@ def test_sink_errors_in_the_console_line_and_for_the_exit_status():
     snap = stats.snapshot()
     assert snap["sinks"]["SegmentedFileSink"] == {"written": 0, "failed": 4} and snap["frames_undelivered"] == 1
     assert 'styleid_live_sink_writes_total{sink="MJPEGServer",result="ok"} 3' in stats.prometheus()
-    stats.sink_errors += 2  # booked without a sink name (as scheduler.py does today)
+    stats.sink_errors += 2  # booked without a sink name (e.g. a sink that failed to close)
     assert stats.failed_sinks()[-1] == "2 sink error(s)"
 
 

@@ -117,12 +117,12 @@ def test_rtsp_push_into_a_listening_live_source(clip, anonymizer):
 
 
 def test_watchdog_shorter_than_the_listen_timeout_lets_the_camera_connect(clip, anonymizer):
-    """``--rtsp-listen --watchdog-seconds 1`` with a 3 s listen time-out, the camera pushing 2 s after
+    """``--rtsp-listen --watchdog-seconds 1`` with a 6 s listen time-out, the camera pushing 2 s after
     the start: waiting for it is not being stuck. No restart binds the port beside the waiting
     listener, and the camera's connection is not accepted and dropped by an abandoned thread."""
     port = free_ports(1)[0]
     url = f"rtsp://127.0.0.1:{port}/live"
-    source = AVSource(url, options={"rtsp_flags": "listen", "listen_timeout": "3"}, timeout=3.0)
+    source = AVSource(url, options={"rtsp_flags": "listen", "listen_timeout": "6"}, timeout=6.0)
     config = LiveConfig(fps=FPS, no_signal_after_ms=60000, capture_stall_s=1.0)
     frames, sink, stats = serve_and_read(clip, anonymizer, url, source, delay=2.0, reader_config=config)
     assert stats.watchdog_restarts == 0

@@ -9,7 +9,10 @@ import dataclasses
 import json
 import logging
 import re
+import shutil
 import struct
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -26,6 +29,7 @@ from styleid_edge.runtime import images, video
 from styleid_edge.runtime.frame_pipeline import Progress, run_threaded
 from styleid_edge.runtime.video import (
     Frame,
+    OutputExistsError,
     VideoError,
     VideoReader,
     VideoWriter,
@@ -33,6 +37,7 @@ from styleid_edge.runtime.video import (
 )
 
 N_FRAMES = 50
+REPO = Path(__file__).resolve().parent.parent
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -594,6 +599,149 @@ def test_interrupted_write_keeps_a_playable_partial(clip, tmp_path: Path, caplog
     partial.unlink()
     empty = VideoWriter(out, info)
     assert empty.close(ok=False) is None and _leftovers(tmp_path) == []
+
+
+def decodable_frames(path: Path) -> int:
+    """Frames PyAV decodes from ``path`` before its first error (0 when it cannot be opened)."""
+    count = 0
+    try:
+        with av.open(str(path)) as c:
+            for _ in c.decode(video=0):
+                count += 1
+    except av.error.FFmpegError:
+        pass
+    return count
+
+
+def noise_info(width: int = 160, height: int = 120) -> video.VideoInfo:
+    return video.VideoInfo(path=Path("noise"), width=width, height=height, fps=Fraction(25),
+                           time_base=Fraction(1, 25), frame_count=0, frame_count_exact=False, duration=0.0,
+                           start_time=0.0, rotation=0, codec="rawvideo", pix_fmt="yuv420p",
+                           container_format="noise", has_audio=False)
+
+
+# In a child process: write noise until the hidden temporary file holds 64 kB, then limit files to
+# that size (RLIMIT_FSIZE; SIGXFSZ ignored, so writes fail with EFBIG as on a full disk) and close:
+# the rest of the data and the trailer/index cannot be written.
+FAILED_FINISH_SCRIPT = r"""
+import json, resource, signal, sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, "tests")
+from test_video import noise_info
+from styleid_edge.runtime.video import VideoWriter
+
+out, fragmented, ok = Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "1"
+writer = VideoWriter(out, noise_info(), preset="ultrafast", options={"g": "10"}, fragmented=fragmented)
+rng = np.random.default_rng(0)
+tmp = lambda: [p for p in out.parent.iterdir() if p.name.startswith(".")]
+while writer.frames_written < 30 or not tmp() or tmp()[0].stat().st_size < 65536:
+    writer.write(rng.integers(0, 256, (120, 160, 3), np.uint8))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (tmp()[0].stat().st_size, resource.RLIM_INFINITY))
+try:
+    writer.close(ok=ok)
+    error = None
+except Exception as exc:
+    error = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"error": error, "result": str(writer.result), "frames": writer.frames_written}))
+"""
+
+
+@pytest.mark.parametrize("name, fragmented, ok, plays", [
+    ("out.mp4", True, True, True),  # fragmented MP4: plays up to its last complete fragment
+    ("out.mp4", False, True, False),  # faststart MP4: its index comes last, so the cut-off file does not open
+    ("out.ts", False, False, True),  # ok=False (Ctrl-C) and then finishing fails too
+])
+def test_failed_finish_keeps_what_was_written(tmp_path: Path, name: str, fragmented: bool, ok: bool,
+                                              plays: bool) -> None:
+    """Finishing fails (the trailer cannot be written): what was written is kept as NAME.partial.EXT,
+    never replacing a file (an existing NAME.partial.mp4 stays, the new one is NAME-2.partial.mp4), the
+    error says where, and a fragmented MP4 still plays."""
+    out = tmp_path / name
+    old_partial = out.with_name(f"out.partial{out.suffix}")
+    if fragmented:
+        old_partial.write_bytes(b"an earlier run's partial file")
+    done = subprocess.run([sys.executable, "-c", FAILED_FINISH_SCRIPT, str(out), str(int(fragmented)), str(int(ok))],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    kept = out.with_name(f"out-2.partial{out.suffix}") if fragmented else old_partial
+    assert result["error"] and result["error"].startswith("VideoError: could not finish"), result
+    assert f"what was written is kept in {kept}" in result["error"] and result["result"] == str(kept)
+    assert f"kept in {kept}" in done.stderr  # logged
+    assert not out.exists() and kept.stat().st_size >= 65536
+    if fragmented:
+        assert old_partial.read_bytes() == b"an earlier run's partial file"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden leftovers
+    frames = decodable_frames(kept)
+    if plays:
+        assert 0 < frames < result["frames"], (frames, result)
+    else:
+        assert frames == 0 and "cut off before its index does not play" in result["error"]
+
+
+def test_overwrite_false_never_replaces_a_file(clip, tmp_path: Path) -> None:
+    info = probe(clip.path)
+    out = tmp_path / "anon.mp4"
+    out.write_bytes(b"someone else's recording")
+    writer = VideoWriter(out, info, overwrite=False)
+    for image in clip.frames[:3]:
+        writer.write(image)
+    with pytest.raises(OutputExistsError, match=r"anon\.mp4 already exists and overwrite=False") as raised:
+        writer.close()
+    assert isinstance(raised.value, FileExistsError)
+    assert out.read_bytes() == b"someone else's recording"  # byte-identical
+    assert writer.result is None and len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 1
+    with pytest.raises(ValueError, match="must be in"):
+        writer.retarget(tmp_path / "sub" / "anon-2.mp4")
+    writer.retarget(tmp_path / "anon-2.mp4")  # the finished file waits: give it another name
+    assert writer.close() == tmp_path / "anon-2.mp4" and probe(tmp_path / "anon-2.mp4", count=True).frame_count == 3
+    assert _leftovers(tmp_path) == ["anon-2.mp4", "anon.mp4"]
+
+    # a partial file is not replaced either
+    partial = tmp_path / "anon.partial.mp4"
+    partial.write_bytes(b"an earlier partial file")
+    writer = VideoWriter(out, info, overwrite=False)
+    writer.write(clip.frames[0])
+    with pytest.raises(OutputExistsError, match=r"anon\.partial\.mp4 already exists"):
+        writer.close(ok=False)
+    assert partial.read_bytes() == b"an earlier partial file"
+    writer.abort()
+    assert _leftovers(tmp_path) == ["anon-2.mp4", "anon.mp4", "anon.partial.mp4"]
+
+
+def _cut_off_copies(tmp_path: Path, name: str, **kwargs: object) -> tuple[Path, Path]:
+    """Write 60 frames of noise to NAME (keyframe every 10); returns a copy of the hidden temporary
+    file's bytes taken after 40 frames (what a power loss or a killed process leaves) and the
+    finished file cut in half."""
+    out = tmp_path / name
+    rng = np.random.default_rng(1)
+    with VideoWriter(out, noise_info(), preset="ultrafast", options={"g": "10"}, **kwargs) as writer:
+        for i in range(60):
+            writer.write(rng.integers(0, 256, (120, 160, 3), np.uint8))
+            if i == 39:
+                (tmp,) = [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.stem}.")]
+                snapshot = shutil.copyfile(tmp, tmp_path / f"snapshot_{name}")
+    return Path(snapshot), truncate(out, tmp_path / f"half_{name}", 0.5)
+
+
+def test_fragmented_mp4_cut_off_still_plays(tmp_path: Path) -> None:
+    snapshot, half = _cut_off_copies(tmp_path, "frag.mp4", fragmented=True)
+    assert b"moof" in (tmp_path / "frag.mp4").read_bytes()  # fragments, not one index at the end
+    assert 20 <= decodable_frames(snapshot) <= 40  # every complete fragment was on disk
+    assert 20 <= decodable_frames(half) < 60
+    snapshot, half = _cut_off_copies(tmp_path, "faststart.mp4")
+    # What a crash leaves while writing does not open: the index is written only when finishing.
+    assert decodable_frames(snapshot) == 0
+    with pytest.raises(VideoError, match="cut off before its index"):
+        probe(snapshot)
+    # (A *finished* faststart file cut in half does decode: faststart moved its index to the front.)
+    assert decodable_frames(half) > 0
+    # fragmented only changes MP4-family files; .mkv (and .ts) play when cut off anyway
+    writer = VideoWriter(tmp_path / "x.mkv", noise_info(), fragmented=True)
+    assert not writer.fragmented
+    writer.abort()
 
 
 def test_writer_refuses_to_overwrite_its_input_and_missing_folders(clip, tmp_path: Path) -> None:

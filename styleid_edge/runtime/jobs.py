@@ -110,15 +110,22 @@ def plan_outputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
         raise ValueError(f"output folder {dst} is the input folder: choose another one "
                          "(the inputs are never overwritten)")
     out_root, skipped = dst.resolve(), []
+    inside = src.resolve() in out_root.parents  # the output folder is in the input folder: its files are outputs
     items = [p for p in iter_inputs(src, recursive=True, skipped=skipped)
-             if out_root not in p.resolve().parents]  # an earlier run's outputs inside the input folder
+             if not (inside and out_root in p.resolve().parents)]
     if skipped:
         names = ", ".join(str(p.relative_to(src)) for p in skipped[:5])
         log.info("%s: skipping %d file(s) that are neither images nor videos: %s%s", src, len(skipped), names,
                  ", ..." if len(skipped) > 5 else "")
     if not items:
         raise ValueError(f"{src}: no images or videos in this folder or its subfolders")
-    return [(item, dst / item.relative_to(src)) for item in items]
+    pairs = [(item, dst / item.relative_to(src)) for item in items]
+    inputs = {item.resolve() for item in items}
+    clash = next((target for _, target in pairs if target.resolve() in inputs), None)
+    if clash is not None:
+        raise ValueError(f"output {clash} would replace an input: choose an output folder outside {src} "
+                         "(the inputs are never overwritten)")
+    return pairs
 
 
 def _check_kinds(src: Path, target: Path) -> None:
@@ -193,17 +200,25 @@ def anonymize_path(input_path: str | Path, output: str | Path, config: Anonymize
     finally:
         anonymizer.finish()
         report.timings["total_seconds"] = round(time.perf_counter() - started, 3)
-        if options.report:
-            report.write(options.report)
+        _write_report(report, options.report)
     return report
 
 
 def _write_failed_report(path: str | Path | None, exc: Exception) -> None:
     """The report of a run that failed before it started (e.g. a bad pack): the error, nothing else."""
-    if path:
-        report = RunReport(failed=True)
-        report.error(str(exc) or type(exc).__name__)
+    report = RunReport(failed=True)
+    report.error(str(exc) or type(exc).__name__)
+    _write_report(report, path)
+
+
+def _write_report(report: RunReport, path: str | Path | None) -> None:
+    """Write the report; a failure to write it is logged, never raised over the run's own outcome."""
+    if not path:
+        return
+    try:
         report.write(path)
+    except OSError as exc:
+        log.error("could not write the report %s (%s); the run's outputs are not affected", path, exc)
 
 
 def _one(src: Path, dst: Path, anonymizer: Anonymizer, options: JobOptions) -> dict:

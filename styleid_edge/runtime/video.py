@@ -19,6 +19,7 @@ Conventions
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 _CRF_CODECS = {"libx264", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
 # Containers that take "+faststart" (index first: streamable, and a truncated copy still opens).
 _FASTSTART_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".3g2"}
+# The same MP4-family files written as fragmented MP4: an empty index first, then one index + data
+# fragment per keyframe, each written out (flush_packets) as it completes. A file cut off by a crash,
+# a full disk or a file-size limit plays up to its last complete fragment; a plain MP4 cut off before
+# its index (written last, even with faststart) does not play at all.
+_FRAGMENTED_OPTIONS = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 _FRAME_GRID_SUFFIXES = {".avi"}
 # Containers whose header records how long the video runs, so a cut-off copy can be told from a short
 # video. MPEG-TS/PS and raw streams have no such record: FFmpeg estimates their duration from the
@@ -53,6 +59,12 @@ _MP4_PLAYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
 
 class VideoError(RuntimeError):
     """A video could not be read or written; the message names the file and what to do."""
+
+
+class OutputExistsError(VideoError, FileExistsError):
+    """``VideoWriter(overwrite=False)``: the name to give the finished output is taken. Nothing was
+    replaced and the finished file waits under its temporary name: :meth:`VideoWriter.retarget` to
+    another name and ``close()`` again, or ``abort()`` to discard it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -837,6 +849,50 @@ def check_output_container(path: str | Path, codec: str = "libx264") -> None:
             container.close()
 
 
+def _link_new(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst`` without ever replacing a file: FileExistsError when ``dst``
+    exists. Atomic where the file system has hard links; elsewhere (FAT, exFAT, some network and FUSE
+    file systems) an exists-check, then a rename."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if not src.exists():
+            raise
+        log.debug("cannot hard-link %s (%s): checking %s, then renaming", src, exc, dst)
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
+        os.replace(src, dst)
+        return
+    try:
+        os.unlink(src)
+    except OSError as exc:
+        log.warning("%s is finished, but its temporary name %s could not be removed (%s); delete it by hand",
+                    dst, src, exc)
+
+
+class _TrailerLost(Exception):
+    """Finishing reported success, but the file does not end the way the muxer ends it."""
+
+
+def _check_fragmented_end(path: Path) -> None:
+    """FFmpeg's MP4 muxer drops a write error in a fragmented file's last fragment and index (seen
+    with FFmpeg 8 under a file-size limit): the file must end in the 'mfro' box it writes last."""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 16))
+        tail = fh.read(16)
+    if tail[4:8] != b"mfro":
+        raise _TrailerLost("its last fragment and index did not reach the disk, though FFmpeg reported no error: "
+                           "a full disk or a file-size limit")
+
+
+def _numbered(path: Path, n: int, partial: bool = False) -> Path:
+    """``path`` (n=1) or ``<stem>-<n><suffix>``; ``partial``: ``<stem>[-n].partial<suffix>``."""
+    number = "" if n == 1 else f"-{n}"
+    return path.with_name(f"{path.stem}{number}{'.partial' if partial else ''}{path.suffix}")
+
+
 class VideoWriter:
     """Encode BGR frames to ``path`` (H.264 by default) with the input's size, rate, time base and
     rotation, copying the audio of ``audio_from``.
@@ -847,6 +903,19 @@ class VideoWriter:
     or ``keep_partial=False`` it removes the temporary file. As a context manager: a clean exit
     closes with ok=True, KeyboardInterrupt with ok=False, any other exception discards the output.
     The final ``path`` never holds a half-written file.
+
+    When finishing itself fails (disk full, a file-size limit: the trailer or index cannot be
+    written), ``close`` keeps what was written as ``partial_path`` (a taken name gets
+    ``<stem>-2.partial<suffix>``, ... : a failure never replaces a file), logs where, sets
+    ``result`` to it and raises (:class:`VideoError` for FFmpeg's errors). An ``.mp4``/``.mov``
+    cut off before its index plays only when written with ``fragmented=True``.
+
+    ``overwrite=False``: neither ``path`` nor ``partial_path`` ever replaces an existing file; a
+    taken name raises :class:`OutputExistsError` from ``close`` with the finished file kept, so the
+    caller can :meth:`retarget` and close again. ``fragmented=True`` (MP4-family suffixes only;
+    instead of faststart): fragmented MP4, a fragment per keyframe written out as it completes, so a
+    file cut off by a crash or a write error plays up to its last complete fragment (set the keyframe
+    interval with ``options={"g": ...}``).
 
     Odd sizes cannot be 4:2:0: frames are padded by one replicated row/column (logged); pass
     ``pix_fmt='yuv444p'`` to keep the exact size at the cost of player support.
@@ -865,14 +934,18 @@ class VideoWriter:
         options: dict[str, str] | None = None,
         faststart: bool = True,
         keep_partial: bool = True,
+        overwrite: bool = True,
+        fragmented: bool = False,
     ) -> None:
         self.path = Path(path)
         self.info = info
-        self.partial_path = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        self.partial_path = _numbered(self.path, 1, partial=True)
         self.keep_partial = keep_partial
+        self.overwrite = overwrite
         self.frames_written = 0
-        self.result: Path | None = None
+        self.result: Path | None = None  # the file close() left: the output, or the partial file kept
         self._closed = False
+        self._finished = False  # trailer written and file closed (close() may still have to name it)
         self._last_pts: int | None = None
         self._last_time = 0.0
         self._audio: _AudioSource | None = None
@@ -896,9 +969,10 @@ class VideoWriter:
         self._time_base = 1 / Fraction(info.fps) if self._frame_grid else self._in_time_base
         self._default_step = 1 / (info.fps * self._time_base)  # pts units per frame
 
-        faststart = faststart and self.path.suffix.lower() in _FASTSTART_SUFFIXES
+        self.fragmented = fragmented and self.path.suffix.lower() in _FASTSTART_SUFFIXES
+        faststart = faststart and not self.fragmented and self.path.suffix.lower() in _FASTSTART_SUFFIXES
         try:
-            opts = {"movflags": "+faststart"} if faststart else {}
+            opts = dict(_FRAGMENTED_OPTIONS) if self.fragmented else {"movflags": "+faststart"} if faststart else {}
             if self._frame_grid:  # AVI: no timestamps to shift; shifting for the AAC priming would insert a frame
                 opts["avoid_negative_ts"] = "disabled"
             self._container = av.open(str(self._tmp), mode="w", options=opts)
@@ -1008,12 +1082,18 @@ class VideoWriter:
             self._audio.pump(audio_until)
             self._audio.finish()
         self._container.close()
+        if self.fragmented:
+            _check_fragmented_end(self._tmp)
         if self._audio is not None:
             self._audio.close()
 
     def close(self, ok: bool = True) -> Path | None:
         """Finish the file. ok: rename to ``path``. not ok: keep what was written as
-        ``partial_path`` (or delete it, see class doc). Returns the file written, or None."""
+        ``partial_path`` (or delete it, see class doc). Returns the file written, or None.
+
+        Finishing that fails keeps what was written (see class doc) and raises; with
+        ``overwrite=False`` a taken name raises :class:`OutputExistsError` (the writer stays open for
+        :meth:`retarget` and another ``close``)."""
         if self._closed:
             return self.result
         if ok and self.frames_written == 0:
@@ -1022,16 +1102,24 @@ class VideoWriter:
         if not ok and (self.frames_written == 0 or not self.keep_partial):
             self.abort()
             return None
+        if not self._finished:
+            # Partial output: audio only as far as the video goes (plus one frame).
+            audio_until = None if ok else self._last_time + float(1 / self.info.fps)
+            try:
+                self._finalize(audio_until)
+            except BaseException as exc:
+                error = self._keep_after_failed_finish(exc)
+                if error is None:
+                    raise
+                raise error from exc
+            self._finished = True
         target = self.path if ok else self.partial_path
-        # Partial output: audio only as far as the video goes (plus one frame).
-        audio_until = None if ok else self._last_time + float(1 / self.info.fps)
         try:
-            self._finalize(audio_until)
-            os.replace(self._tmp, target)
-        except BaseException as exc:
+            self._publish(target)
+        except OutputExistsError:
+            raise
+        except BaseException:
             self.abort()
-            if isinstance(exc, av.error.FFmpegError):
-                raise VideoError(f"could not finish {self.path} ({exc}); nothing was written there") from exc
             raise
         self._closed = True
         self.result = target
@@ -1042,20 +1130,87 @@ class VideoWriter:
                         "%s was not written", self.frames_written, self._last_time, target, self.path)
         return target
 
-    def abort(self) -> None:
-        """Discard everything: close without finishing and delete the temporary file."""
+    def _publish(self, target: Path) -> None:
+        """Rename the finished temporary file to ``target`` (replacing only with ``overwrite``)."""
+        if self.overwrite:
+            os.replace(self._tmp, target)
+            return
+        try:
+            _link_new(self._tmp, target)
+        except FileExistsError:
+            raise OutputExistsError(
+                f"{target} already exists and overwrite=False: it was left as it is; the finished output waits "
+                f"in {self._tmp} for retarget() and close(), or abort()"
+            ) from None
+
+    def _keep_after_failed_finish(self, exc: BaseException) -> VideoError | None:
+        """Finishing raised ``exc``: close what is open, keep what was written (see class doc) and log
+        where. Returns the :class:`VideoError` to raise for FFmpeg's errors (None: re-raise ``exc``)."""
         self._closed = True
+        self._close_quietly()
+        kept, where = self._keep_cut_off()
+        self.result = kept
+        log.warning("could not finish %s (%s); %s", self.path, exc, where)
+        if isinstance(exc, (av.error.FFmpegError, _TrailerLost)):
+            return VideoError(f"could not finish {self.path} ({exc}); {where}")
+        return None
+
+    def _keep_cut_off(self) -> tuple[Path | None, str]:
+        """Name the temporary file of a failed finish ``partial_path`` (or ``<stem>-N.partial<suffix>``,
+        never replacing a file); returns (the kept file or None, a note that says where)."""
+        if not self.keep_partial:
+            self._delete_tmp()
+            return None, "nothing was kept (keep_partial=False)"
+        if not self._tmp.exists():
+            return None, "nothing had reached the disk"
+        for n in range(1, 1000):
+            dst = _numbered(self.path, n, partial=True)
+            try:
+                _link_new(self._tmp, dst)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                return None, f"what was written is still in {self._tmp} (naming it {dst} failed: {exc}); rename it"
+            break
+        else:
+            return None, f"what was written is still in {self._tmp} (999 partial files exist); rename it by hand"
+        note = f"what was written is kept in {dst}"
+        if self.path.suffix.lower() in _FASTSTART_SUFFIXES and not self.fragmented:
+            note += (f" (an {self.path.suffix} cut off before its index does not play; write with fragmented=True, "
+                     "or .ts or .mkv, to keep such files playable)")
+        return dst, note
+
+    def retarget(self, path: str | Path) -> None:
+        """Give the output another final name in the same folder, with the same suffix (its partial
+        name follows): before ``close``, or after ``close`` raised :class:`OutputExistsError`."""
+        path = Path(path)
+        if self._closed:
+            raise VideoError(f"{self.path}: retarget() after close(); the output is {self.result}")
+        if path.parent.resolve() != self.path.parent.resolve() or path.suffix != self.path.suffix:
+            raise ValueError(f"cannot retarget {self.path} to {path}: the new name must be in {self.path.parent} "
+                             f"and end in {self.path.suffix} (the file is written there, in that container)")
+        self.path, self.partial_path = path, _numbered(path, 1, partial=True)
+
+    def _close_quietly(self) -> None:
         for closer in (self._container.close, self._audio.close if self._audio else None):
             if closer is None:
                 continue
             try:
                 closer()
-            except Exception as exc:  # already failing; the file is deleted below
-                log.debug("%s: error while discarding output: %s", self.path, exc)
+            except Exception as exc:  # noqa: BLE001 - already failing: what to do next is the caller's
+                log.debug("%s: error while closing after a failure: %s", self.path, exc)
+
+    def _delete_tmp(self) -> None:
         try:
             self._tmp.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not delete temporary file %s (%s); delete it by hand", self._tmp, exc)
+
+    def abort(self) -> None:
+        """Discard everything: close without finishing and delete the temporary file."""
+        self._closed = True
+        self._close_quietly()
+        self._delete_tmp()
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -44,6 +44,7 @@ def check_outputs(output: Path, n_sources: int) -> None:
     cannot be created or written) with a ValueError naming it and the fix."""
     from .sinks import prepare_folder, resolve_target
 
+    resolve_target(output)  # the name as given (with several sources, rec.avi would become rec.avi/source-N/)
     for i in range(n_sources):
         folder, _, _ = resolve_target(output_target(output, i, n_sources))
         prepare_folder(folder)
@@ -141,7 +142,7 @@ def _build(args: argparse.Namespace):
         WindowSink,
         check_gui,
     )
-    from .sources import Capture, open_source
+    from .sources import Capture, open_source, source_kind
     from .stats import LiveStats, StatsGroup
 
     specs = ([args.source_main] if args.source_main else []) + list(args.source)
@@ -154,6 +155,8 @@ def _build(args: argparse.Namespace):
                          "source, in the order of the sources")
     if args.face_batch < 1:
         raise ValueError("--face-batch must be at least 1")
+    for spec in specs:  # before loading models: a typo in a URL, port or device path
+        source_kind(spec, require_device=True)
     if args.output:  # before loading models or opening sources
         check_outputs(Path(args.output), len(specs))
     if not (args.output or args.serve_mjpeg or args.show or args.serve_udp or args.push):
@@ -175,6 +178,7 @@ def _build(args: argparse.Namespace):
     if len(specs) > 1 and anonymizer.method not in ("blur", "pixelate"):
         shared = RenderBatcher(anonymizer, chunk_faces=args.face_batch, gather_s=args.gather_ms / 1000.0,
                                sources=len(specs))
+    sinks: list = []
     try:
         for i, spec in enumerate(specs):
             options = None
@@ -204,6 +208,7 @@ def _build(args: argparse.Namespace):
             pipeline = LivePipeline(LiveEngine(anonymizer, float(fps)), capture, sinks, live_config,
                                     LiveStats(), name=f"source-{i + 1} {spec}" if len(specs) > 1 else "live",
                                     batcher=shared)
+            sinks = []  # owned by the pipeline now
             if args.show:
                 pipeline.sinks.append(WindowSink(f"styleid-edge live: {spec}", on_quit=pipeline.stop))
             pipelines.append(pipeline)
@@ -212,6 +217,11 @@ def _build(args: argparse.Namespace):
             host, port = parse_hostport(args.metrics)
             servers.append(MetricsServer(pipelines[0].stats if len(pipelines) == 1 else group, host, port))
     except BaseException:
+        for sink in sinks:  # a source that failed half-way: close what it had opened (ports, threads)
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.debug("closing %s after a failed start", type(sink).__name__, exc_info=True)
         for p in pipelines:
             p.close()
         if shared is not None:
@@ -227,9 +237,7 @@ def _signal_handler(pipelines: list):
     waits for the capture and render threads are cut short."""
     state = {"n": 0, "t": 0.0}
 
-    def safe_to_interrupt() -> bool:
-        if len(pipelines) == 1:  # it runs on this (the main) thread
-            return not pipelines[0].finishing
+    def safe_to_interrupt() -> bool:  # (the pipelines run on threads of their own: see scheduler.run_all)
         return all(p.files_done.is_set() for p in pipelines)
 
     def on_signal(signum, _frame) -> None:
@@ -284,6 +292,8 @@ def cmd_live(args: argparse.Namespace) -> int:
             print(f"[{p.name}] {p.stats_line()}", file=sys.stderr)
     if not args.quiet and len(pipelines) > 1:
         print(f"[all] {group.line()}", file=sys.stderr)
+    for failure in group.failed_sinks():
+        print(f"WARNING: {failure}", file=sys.stderr)
     for note in report["notes"]:
         print(f"NOTE: {note}", file=sys.stderr)
     return _recording_result(recorders)

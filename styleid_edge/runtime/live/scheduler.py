@@ -78,7 +78,6 @@ class LivePipeline:
         self.name = name or capture.source.name
         self._stop = threading.Event()
         self._urgent = False  # stop(now=True): do not wait for the capture and render threads
-        self.finishing = False  # True while the recordings are being finished (a signal must not interrupt it)
         self.files_done = threading.Event()  # set once close() has finished the recordings
         self.closed_sinks: list[Sink] = []  # the sinks as they were when closed (for the final report)
         self._own_batcher = batcher is None and engine.generative
@@ -145,7 +144,6 @@ class LivePipeline:
     def close(self) -> None:
         """Finish the recordings first, then close the other sinks (network streams: bounded) and
         stop the capture and the render worker (skipped waits after ``stop(now=True)``)."""
-        self.finishing = True
         try:
             self._stop.set()
             sinks, self.sinks = self.sinks, []
@@ -153,7 +151,6 @@ class LivePipeline:
             recordings = [s for s in sinks if isinstance(s, SegmentedFileSink)]
             self._close_sinks(recordings)
         finally:
-            self.finishing = False
             self.files_done.set()
         for sink in sinks:
             if isinstance(sink, BackgroundSink):
@@ -292,10 +289,19 @@ def run_all(pipelines: list[LivePipeline], shared: RenderBatcher | None = None,
     watchdog = Watchdog(on_restart=on_shared_restart)
     if shared is not None:
         watchdog.watch(shared, render_stuck_s).start()
+    # Every pipeline runs on a thread of its own, also a single one: the main thread only waits here, so a
+    # signal handler's KeyboardInterrupt can land nowhere else (never inside a segment being finished).
+    errors: list[BaseException] = []
+
+    def run(p: LivePipeline) -> None:
+        try:
+            p.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
+            errors.append(exc)
+
+    interrupted = False
     try:
-        if len(pipelines) == 1:
-            return [pipelines[0].run()]
-        threads = [threading.Thread(target=p.run, name=f"live:{p.name}", daemon=True) for p in pipelines]
+        threads = [threading.Thread(target=run, args=(p,), name=f"live:{p.name}", daemon=True) for p in pipelines]
         for t in threads:
             t.start()
         try:
@@ -303,6 +309,7 @@ def run_all(pipelines: list[LivePipeline], shared: RenderBatcher | None = None,
                 while t.is_alive():
                     t.join(timeout=0.2)
         except BaseException:  # stop now (a later signal): still let every pipeline finish its recordings
+            interrupted = True
             for p in pipelines:
                 p.stop(now=True)
             deadline = time.monotonic() + 30.0
@@ -310,8 +317,10 @@ def run_all(pipelines: list[LivePipeline], shared: RenderBatcher | None = None,
                 if not p.files_done.wait(max(0.0, deadline - time.monotonic())):
                     log.error("%s: its recording is still being finished after 30 s; leaving it", p.name)
             raise
+        if errors:
+            raise errors[0]
         return [p.stats for p in pipelines]
     finally:
         watchdog.stop()
         if shared is not None:
-            shared.close()
+            shared.close(timeout=1.0 if interrupted else 10.0)

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..video import VideoInfo, VideoWriter
+from ..video import OutputExistsError, VideoInfo, VideoWriter
 from .httpserve import serve_http
 
 log = logging.getLogger(__name__)
@@ -114,33 +113,6 @@ def prepare_folder(folder: Path) -> None:
                          "(permissions, a read-only or full disk) or choose another -o") from exc
 
 
-def _move_new(src: Path, dst: Path) -> bool:
-    """Give ``src`` the name ``dst`` unless something already has that name (False then). Atomic
-    where the file system has hard links, so two recorders can never replace each other's files."""
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links (FAT, some network file systems): check, then rename
-        if os.path.lexists(dst):
-            return False
-        try:
-            os.rename(src, dst)
-        except FileExistsError:  # Windows refuses to replace
-            return False
-        return True
-    os.unlink(src)
-    return True
-
-
-def _unlink(path: Path | None) -> None:
-    if path is not None:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("could not delete %s (%s); delete it by hand", path, exc)
-
-
 class SegmentedFileSink:
     """H.264 files of ``segment_seconds`` each (0: one file for the whole run).
 
@@ -148,30 +120,36 @@ class SegmentedFileSink:
     ``NAME.mp4`` (segments ``NAME_YYYYmmdd-HHMMSS_00001.mp4`` next to it; with ``segment_seconds=0``
     the file is ``NAME.mp4``). The time is the segment's own wall-clock start, the number counts the
     segments of this run. An existing file is never replaced: a taken name gets ``-2``, ``-3``, ...
-    (a restarted service, two recorders in one folder).
+    (a restarted service, two recorders in one folder); the writer itself never replaces a file
+    (``VideoWriter(overwrite=False)``), so two recorders racing for a name both keep theirs.
 
     A segment is written to a hidden temporary file and gets its name only when finished (rotation
-    or ``close``), so a crash loses at most the current segment. Timestamps are output wall-clock
-    times, so dropped frames and no-signal gaps keep real time. A frame of another size starts a
-    new segment.
+    or ``close``). ``.mp4``/``.mov``/``.m4v`` segments are fragmented MP4 with a keyframe (and so a
+    fragment written to disk) every ``keyframe_seconds``: a segment cut off by a crash, a power loss
+    or a write error plays up to its last complete fragment, like ``.ts`` and ``.mkv``. Timestamps
+    are output wall-clock times, so dropped frames and no-signal gaps keep real time. A frame of
+    another size starts a new segment.
 
     A write error (disk full, file too large) keeps what the segment holds as
-    ``<name>.partial<suffix>`` (playable for .ts and .mkv; an .mp4 cut off before its index is not),
-    raises once (the pipeline counts it), skips frames for a back-off delay (``retry_initial``
-    doubling to ``retry_max``, counted in ``frames_lost``) and then starts a new segment.
-    ``failures`` counts segments that did not finish cleanly.
+    ``<name>.partial<suffix>``, raises once (the pipeline counts it), skips frames for a back-off
+    delay (``retry_initial`` doubling to ``retry_max``, counted in ``frames_lost``) and then starts a
+    new segment. ``failures`` counts segments that did not finish cleanly.
     """
 
     def __init__(self, target: str | Path, segment_seconds: float = 60.0, fps: float = 25.0, crf: int = 23,
-                 preset: str | None = "veryfast", *, retry_initial: float = 1.0, retry_max: float = 30.0) -> None:
+                 preset: str | None = "veryfast", *, keyframe_seconds: float = 2.0, retry_initial: float = 1.0,
+                 retry_max: float = 30.0) -> None:
         if segment_seconds < 0:
             raise ValueError(f"segment_seconds must be >= 0 (0: one file), got {segment_seconds}")
+        if keyframe_seconds <= 0:
+            raise ValueError(f"keyframe_seconds must be > 0, got {keyframe_seconds}")
         self.folder, self.stem, self.suffix = resolve_target(target)
         prepare_folder(self.folder)
         self.segment_seconds = float(segment_seconds)
         self.fps = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
         self.crf = crf
         self.preset = preset
+        self.keyframe_seconds = float(keyframe_seconds)
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self.segments: list[Path] = []  # finished segment files
         self.partials: list[Path] = []  # segments cut off by an error, kept as <name>.partial<suffix>
@@ -179,7 +157,8 @@ class SegmentedFileSink:
         self.frames_lost = 0  # frames not recorded while waiting to start a new segment after an error
         self.failures = 0
         self._writer: VideoWriter | None = None
-        self._base = ""  # final name of the current segment, without suffix
+        self._base = ""  # the current segment's name without suffix (before any -2, -3, ...)
+        self._n = 1  # its number among the names taken: 1 is _base itself, 2 is _base-2, ...
         self._t0 = 0.0
         self._size: tuple[int, int] | None = None
         self._count = 0
@@ -197,27 +176,41 @@ class SegmentedFileSink:
             return self.stem
         return f"{self.stem}_{tag}_{self._count:05d}"
 
+    def _free_path(self, start: int) -> Path:
+        """The first name from ``start`` on (1: BASE.mp4, 2: BASE-2.mp4, ...) taken neither by a file
+        nor by a partial file (NAME.partial.mp4); sets ``_n``."""
+        for n in range(start, 1000):
+            name = self._base if n == 1 else f"{self._base}-{n}"
+            path = self.folder / f"{name}{self.suffix}"
+            if not (os.path.lexists(path) or os.path.lexists(self.folder / f"{name}.partial{self.suffix}")):
+                if n > 1:
+                    log.warning("%s is taken: kept it, this segment is %s", self.folder / f"{self._base}{self.suffix}",
+                                path.name)
+                self._n = n
+                return path
+        raise OSError(f"999 files named {self._base}*{self.suffix} exist already in {self.folder}; move some away")
+
     def _open(self, width: int, height: int, t: float) -> None:
         info = VideoInfo(path=Path("live"), width=width, height=height, fps=self.fps, time_base=Fraction(1, 1000),
                          frame_count=0, frame_count_exact=False, duration=0.0, start_time=0.0, rotation=0,
                          codec="rawvideo", pix_fmt="yuv420p", container_format="live", has_audio=False)
-        base = self._base_name(t)
-        # The writer finishes into a hidden name of its own; _publish then gives it the final name
-        # without replacing anything (the writer's rename would).
-        staging = self.folder / f".{base}.{uuid.uuid4().hex[:8]}{self.suffix}"
-        self._writer = VideoWriter(staging, info, crf=self.crf, preset=self.preset)
-        self._base, self._t0, self._size = base, t, (width, height)
+        self._base = self._base_name(t)
+        gop = max(1, round(float(self.fps) * self.keyframe_seconds))  # frames per keyframe (and per MP4 fragment)
+        self._writer = VideoWriter(self._free_path(1), info, crf=self.crf, preset=self.preset, options={"g": str(gop)},
+                                   overwrite=False, fragmented=True)
+        self._t0, self._size = t, (width, height)
 
-    def _publish(self, src: Path, partial: bool) -> Path:
-        ext = (".partial" if partial else "") + self.suffix
-        for n in range(1, 1000):
-            dst = self.folder / f"{self._base}{'' if n == 1 else f'-{n}'}{ext}"
-            if _move_new(src, dst):
-                if n > 1:
-                    log.warning("%s already exists: kept it, this segment is %s", dst.with_name(self._base + ext),
-                                dst.name)
-                return dst
-        raise OSError(f"999 files named {self._base}*{ext} exist already")
+    def _close_writer(self, writer: VideoWriter, ok: bool) -> Path | None:
+        """``writer.close(ok)``; a name taken meanwhile (another recorder) moves on to the next free one."""
+        while True:
+            try:
+                return writer.close(ok=ok)
+            except OutputExistsError as taken:
+                try:
+                    path = self._free_path(self._n + 1)
+                except OSError as exc:
+                    raise OSError(f"{exc} ({taken})") from taken  # (it says where the finished file waits)
+                writer.retarget(path)
 
     def _finish(self, ok: bool = True) -> str | None:
         """Finish the current segment (``ok=False``: after a write error, keep it as a partial
@@ -228,19 +221,10 @@ class SegmentedFileSink:
         if writer.frames_written == 0:
             writer.abort()
             return None
-        name = f"{self._base}{self.suffix}"
-        held = _hold(writer)
         try:
-            done, error = writer.close(ok=ok), None
+            path, error = self._close_writer(writer, ok), None
         except Exception as exc:  # noqa: BLE001 - the disk filled up, the file got too large, ...
-            done, error = None, exc
-        if done is not None:
-            _unlink(held)
-            held = done
-        try:
-            path = self._publish(held, partial=not (ok and error is None)) if held is not None else None
-        except OSError as exc:
-            return f"could not name {held} as {name} ({exc}); it is still there, rename it by hand"
+            path, error = writer.result, exc  # the writer kept what it could (result) and said where
         if ok and error is None:
             self.segments.append(path)
             self._delay = self.retry_initial
@@ -249,10 +233,10 @@ class SegmentedFileSink:
         if path is not None:
             self.partials.append(path)
         kept = f"kept what was written in {path}" if path is not None else "nothing could be kept"
-        if path is not None and done is None and self.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            kept += f" (an {self.suffix} cut off before its index may not play: .ts or .mkv segments stay playable)"
-        if error is not None and ok:  # the writer's own message says nothing was kept: give its cause
-            return f"could not finish {self.folder / name} ({error.__cause__ or error}); {kept}"
+        if error is not None and ok:
+            return f"could not finish {writer.path} ({error.__cause__ or error}); {kept}"
+        if error is not None and path is None:
+            return f"{kept} ({error})"
         return kept
 
     def _back_off(self, t: float) -> float:
@@ -286,7 +270,7 @@ class SegmentedFileSink:
         try:
             self._writer.write(frame.image, pts=pts)
         except Exception as exc:
-            name = self.folder / f"{self._base}{self.suffix}"
+            name = self._writer.path
             delay = self._back_off(t)
             self.frames_lost += 1
             kept = self._finish(ok=False)
@@ -304,24 +288,6 @@ class SegmentedFileSink:
         if problem:
             self.failures += 1
             raise RuntimeError(problem)
-
-
-def _hold(writer: VideoWriter) -> Path | None:
-    """A second name (hard link) for the writer's temporary file, so that a finish that fails (the
-    writer then deletes its file) still leaves what was written. None where there are no hard links.
-
-    VideoWriter has no public way to keep its file when finishing fails; this reads its private
-    ``_tmp`` (see the report on styleid_edge/runtime/video.py)."""
-    tmp = getattr(writer, "_tmp", None)
-    if tmp is None:
-        return None
-    held = tmp.with_name(f"{tmp.name}.held")
-    try:
-        os.link(tmp, held)
-    except OSError as exc:
-        log.debug("cannot hard-link %s (%s): a failed finish will lose the segment", tmp, exc)
-        return None
-    return held
 
 
 # --------------------------------------------------------------------------------------------

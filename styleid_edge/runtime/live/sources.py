@@ -335,32 +335,44 @@ class CameraSource:
         self._cap = None
 
 
-def open_source(spec: str, *, loop: bool = False, options: dict[str, str] | None = None,
-                require_device: bool = False) -> FrameSource:
-    """A source from a command-line string: a camera index (``0``), a device path (``/dev/video0``),
-    a stream URL (rtsp://, http://, udp://, ...) or a video file (played in real time).
-
-    ``require_device``: refuse a device path that does not exist now (at start, where it is most
-    likely a typo); a camera index is never checked (the capture keeps retrying until it appears)."""
+def source_kind(spec: str, *, require_device: bool = False) -> str:
+    """What a command-line source string is, "camera", "url" or "file", checked without opening it
+    (so a typo is refused before any model loads): SourceError for an unsupported scheme, a bad port,
+    a missing file, or (``require_device``) a device path that does not exist now; a camera index is
+    never checked (the capture keeps retrying until it appears)."""
     spec = str(spec)
     if re.fullmatch(r"\d+", spec):
-        return CameraSource(int(spec))
+        return "camera"
     if spec.startswith(CAMERA_PATHS):
         if require_device and not Path(spec).exists():
             raise SourceError(f"camera device {spec} does not exist; list the cameras with `ls /dev/video*` "
                               "(or give a camera index such as 0, which is waited for until it appears)")
-        return CameraSource(spec)
+        return "camera"
     scheme = spec.split("://", 1)[0].lower() if "://" in spec else ""
     if scheme in URL_SCHEMES:
-        return AVSource(spec, options=options)
+        check_url(spec)
+        return "url"
     if scheme:
         raise SourceError(f"unsupported source scheme {scheme!r} in {spec!r}; use one of "
                           f"{', '.join(URL_SCHEMES)}, a camera index, or a file")
-    path = Path(spec)
-    if not path.exists():
+    if not Path(spec).exists():
         raise SourceError(f"source {spec!r} is neither a camera index, a /dev/video device, a URL nor an "
                           "existing file; check the spelling")
-    return FileSource(path, loop=loop)
+    return "file"
+
+
+def open_source(spec: str, *, loop: bool = False, options: dict[str, str] | None = None,
+                require_device: bool = False) -> FrameSource:
+    """A source from a command-line string: a camera index (``0``), a device path (``/dev/video0``),
+    a stream URL (rtsp://, http://, udp://, ...) or a video file (played in real time); checked as
+    :func:`source_kind` says."""
+    spec = str(spec)
+    kind = source_kind(spec, require_device=require_device)
+    if kind == "camera":
+        return CameraSource(int(spec) if spec.isdigit() else spec)
+    if kind == "url":
+        return AVSource(spec, options=options)
+    return FileSource(Path(spec), loop=loop)
 
 
 # --------------------------------------------------------------------------------------------

@@ -147,8 +147,8 @@ class LiveStats:
 
     def failed_sinks(self) -> list[str]:
         """One line per sink that failed at least once ("NAME: F of N writes failed"), and the
-        sink errors booked without a sink name; empty when every write went through. The CLI can
-        exit non-zero when this is not empty (output was lost)."""
+        sink errors booked without a sink name; empty when every write went through. ``live``
+        prints them at the end of a run (a failed recording also sets its exit code)."""
         with self._lock:
             counts = {name: SinkCount(c.written, c.failed) for name, c in self.sinks.items()}
         lines = [f"{name}: {c.failed} of {c.written + c.failed} writes failed"
