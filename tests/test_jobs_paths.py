@@ -228,3 +228,43 @@ def test_an_output_folder_above_the_input_folder_never_replaces_an_input(tmp_pat
     (nest / "photos" / "photos" / "a.jpg").rename(nest / "photos" / "photos" / "b.jpg")
     assert cli_main(["anonymize", str(nest / "photos"), "-o", str(nest), "--method", "pixelate", "-q"]) == 0
     assert (nest / "a.jpg").is_file() and (nest / "photos" / "b.jpg").is_file() and sha256_file(top) == before
+
+
+# In a child process: Ctrl-C at frame 100 of anonymize (x264 holds back ~40 frames before its first packet), with files limited to what the output holds by
+# then (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG as on a full disk), so finishing fails too.
+CTRL_C_ON_A_FULL_DISK = r"""
+import json, resource, signal, sys
+from pathlib import Path
+from styleid_edge.runtime.anonymizer import Anonymizer, AnonymizerConfig
+from styleid_edge.runtime.jobs import JobOptions, anonymize_path
+
+src, out, report = map(Path, sys.argv[1:4])
+real, calls = Anonymizer.process, {"n": 0}
+
+def process(self, image):
+    calls["n"] += 1
+    if calls["n"] == 100:
+        tmp = max(out.parent.glob(".out.*"), key=lambda p: p.stat().st_size)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (tmp.stat().st_size, resource.RLIM_INFINITY))
+        raise KeyboardInterrupt
+    return real(self, image)
+
+Anonymizer.process = process
+try:
+    anonymize_path(src, out, AnonymizerConfig(method="pixelate"), options=JobOptions(quiet=True, report=report))
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_stays_the_outcome_when_finishing_the_output_fails_too(tmp_path):
+    clip = media.moving_faces_clip(n_frames=120, size=(320, 240), path=tmp_path / "in.mp4", audio=False)
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    report.write_text("{}")  # (the report may not grow past the limit either: it exists, small)
+    done = subprocess.run([sys.executable, "-c", CTRL_C_ON_A_FULL_DISK, str(clip.path), str(out), str(report)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.strip().endswith("interrupted"), done.stderr[-2000:]
+    assert "kept" in done.stderr and not out.exists()
+    assert list(tmp_path.glob("out*.partial.mp4")), sorted(p.name for p in tmp_path.iterdir())

@@ -70,7 +70,13 @@ def anonymize_video(src: Path, dst: Path, anonymizer: Anonymizer, options: JobOp
             anonymizer.report.inputs.append(entry)  # the caller never gets it: the report still lists the file
             raise
         finally:
-            result = writer.close(ok=ok)
+            try:
+                result = writer.close(ok=ok)
+            except VideoError as exc:  # finishing failed (disk full): the writer kept what it could
+                if ok:
+                    raise
+                log.error("%s", exc)  # stopped already (an error or Ctrl-C): that stays the outcome
+                result = writer.result
             if not ok:
                 entry["frames_out"] = writer.frames_written
                 if result is not None:  # (the writer logged where)
