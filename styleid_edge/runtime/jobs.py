@@ -200,7 +200,7 @@ def anonymize_path(input_path: str | Path, output: str | Path, config: Anonymize
         report.interrupted = True
         raise
     except Exception as exc:
-        report.error(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
+        report.error(str(exc) or type(exc).__name__)
         report.failed = True
         raise
     finally:

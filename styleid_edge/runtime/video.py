@@ -178,23 +178,28 @@ def _rotation_of(container: av.container.InputContainer, stream: av.VideoStream)
     return 0
 
 
-def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> int:
-    count = 0
-    demuxer = container.demux(stream)
+def _demux_skipping_damage(container: av.container.InputContainer, *streams: av.stream.Stream,
+                           max_errors: int = 100) -> Iterator[av.Packet]:
+    """The packets of ``streams`` (all streams when none) from where ``container`` stands, demuxing
+    on past damaged data (up to ``max_errors`` read errors, then stops as at the end)."""
+    demuxer = container.demux(*streams)
     errors = 0
     while True:
         try:
             packet = next(demuxer)
         except StopIteration:
-            return count
+            return
         except av.error.FFmpegError:
             errors += 1
-            if errors > 100:
-                return count
-            demuxer = container.demux(stream)
+            if errors > max_errors:
+                return
+            demuxer = container.demux(*streams)  # carries on from the current file position
             continue
-        if packet.size:
-            count += 1
+        yield packet
+
+
+def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    return sum(1 for packet in _demux_skipping_damage(container, stream) if packet.size)
 
 
 def count_frames(path: str | Path) -> int:
@@ -460,23 +465,9 @@ def _declared_video_end(container: av.container.InputContainer, stream: av.Video
 def _last_packet_end(container: av.container.InputContainer) -> float | None:
     """Latest end time (seconds) of any packet of any stream, demuxing (not decoding) from where
     ``container`` stands."""
-    end: float | None = None
-    demuxer = container.demux()
-    errors = 0
-    while True:
-        try:
-            packet = next(demuxer)
-        except StopIteration:
-            return end
-        except av.error.FFmpegError:
-            errors += 1
-            if errors > 100:
-                return end
-            demuxer = container.demux()  # carries on from the current file position
-            continue
-        if packet.size and packet.pts is not None and packet.time_base:
-            t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-            end = t if end is None else max(end, t)
+    ends = [float((p.pts + (p.duration or 0)) * p.time_base) for p in _demux_skipping_damage(container)
+            if p.size and p.pts is not None and p.time_base]
+    return max(ends, default=None)
 
 
 def _packets_end(path: Path, from_time: float) -> float | None:
