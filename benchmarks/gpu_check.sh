@@ -21,6 +21,17 @@ export PYTHONUNBUFFERED=1
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 log() { echo "[gpu_check $(elapsed)s] $*" | tee -a "$OUT/summary.txt"; }
+# DEADLINE=S: the whole script ends within about S seconds: each step's timeout is cut to what is left (0: no deadline)
+DEADLINE="${DEADLINE:-0}"
+tmo() {  # tmo T: T, or the seconds left before DEADLINE (minus 5) when that is less, at least 1
+  local t=$1 left
+  if [ "$DEADLINE" -gt 0 ]; then
+    left=$(( DEADLINE - $(elapsed) - 5 ))
+    [ "$left" -lt "$t" ] && t=$left
+    [ "$t" -lt 1 ] && t=1  # timeout 0 would mean none
+  fi
+  echo "$t"
+}
 
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -41,10 +52,29 @@ PYEOF
 } > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 
+# random-weight packs made once (the same weights for every run at that size), exported on the CPU in the
+# background while the GPU tests run
+if [ -z "${PACKS:-}" ]; then
+  PACKS="$(mktemp -d /tmp/styleid-gpu-packs-XXXXXX)"
+  trap 'rm -rf "$PACKS"' EXIT
+fi
+export_packs() {
+  for RES in $SIZES; do
+    [ -f "$PACKS/$RES/manifest.json" ] && continue
+    log "export a random-weight $RES px pack"
+    timeout 240 "$PY" -c "import sys; from styleid_edge.bench.run import make_bench_pack
+make_bench_pack(sys.argv[1], int(sys.argv[2]), 2, encoder=sys.argv[3])" "$PACKS/$RES" "$RES" \
+        "$([ "$RES" -lt 128 ] && echo tiny || echo full)" > "$OUT/export_$RES.txt" 2>&1
+    echo "export $RES exit $?" | tee -a "$OUT/summary.txt"
+  done
+}
+export_packs &
+EXPORT_PID=$!
+
 # 1. GPU tests (skipped without pytest)
 if "$PY" -c "import pytest" 2>/dev/null; then
   log "pytest -m gpu"
-  timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_torch_backend.py tests/test_tensorrt.py \
+  timeout "$(tmo 180)" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_torch_backend.py tests/test_tensorrt.py \
       --junitxml="$OUT/gpu_tests.xml" > "$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests exit $?" | tee -a "$OUT/summary.txt"
   tail -n 15 "$OUT/gpu_tests.txt"
@@ -62,56 +92,55 @@ p = argparse.ArgumentParser(prog='styleid-edge'); register_bench(p.add_subparser
 a = p.parse_args(['bench'] + sys.argv[1:]); sys.exit(a.func(a))")
 fi
 
-# random-weight packs made once (the same weights for every run at that size)
-if [ -z "${PACKS:-}" ]; then
-  PACKS="$(mktemp -d /tmp/styleid-gpu-packs-XXXXXX)"
-  trap 'rm -rf "$PACKS"' EXIT
-fi
-for RES in $SIZES; do
-  [ -f "$PACKS/$RES/manifest.json" ] && continue
-  log "export a random-weight $RES px pack"
-  timeout 240 "$PY" -c "import sys; from styleid_edge.bench.run import make_bench_pack
-make_bench_pack(sys.argv[1], int(sys.argv[2]), 2, encoder=sys.argv[3])" "$PACKS/$RES" "$RES" "$([ "$RES" -lt 128 ] && echo tiny || echo full)" > "$OUT/export_$RES.txt" 2>&1
-  echo "export $RES exit $?" | tee -a "$OUT/summary.txt"
-done
+wait "$EXPORT_PID"
 
 for RES in $SIZES; do
   # seconds of the whole per-face path with memory sampled (SOAK_S overrides)
   SOAK="${SOAK_S:-$([ "$RES" = 256 ] && echo 20 || echo 40)}"
   log "bench --device $DEVICE --resolution $RES --batches 1,8"
-  timeout 300 "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$RES" --batches 1,8 --repeats 20 \
+  timeout "$(tmo 300)" "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$RES" --batches 1,8 --repeats 20 \
       --warmup 5 --frames 10 --soak "$SOAK" --json "$OUT/bench_${DEVICE}_${RES}.json" > "$OUT/bench_${DEVICE}_${RES}.txt" 2>&1
   echo "bench $RES exit $?" | tee -a "$OUT/summary.txt"
   cat "$OUT/bench_${DEVICE}_${RES}.txt" | grep -v "^WARNING" | tail -n 30
 done
 
-# 3. where the time goes: kernel profile of the synthesis and the encoder at the largest size, batch 8
-#    (the torch backend as bench runs it, without CUDA graphs so the profiler sees every kernel)
-log "profile $BIG batch 8 (kernels by category)"
-timeout 150 "$PY" benchmarks/gpu_profile.py --pack "$PACKS/$BIG" --device "$DEVICE" --batch 8 \
-    --out "$OUT/profile_${DEVICE}_${BIG}.json" > "$OUT/profile_${DEVICE}_${BIG}.txt" 2>&1
-echo "profile $BIG exit $?" | tee -a "$OUT/summary.txt"
-grep -A8 '"categories_ms_per_face"' "$OUT/profile_${DEVICE}_${BIG}.json" | head -n 24
-
-# 4. variants at the largest size without baseline, each only while time allows (elapsed below LIMIT_S)
-variant() {  # NAME LIMIT_S TIMEOUT_S KEY=VALUE... (torch backend options)
-  local name=$1 limit=$2 tmo=$3 opts=()
-  shift 3
-  if [ "$(elapsed)" -ge "$limit" ]; then log "variant $name skipped: ${limit}s passed"; return; fi
+# 3. at the largest size, in the order of VARIANTS, each only while time allows: `profile` (where the time
+#    goes: kernels of the synthesis and the encoder at batch 8, the torch backend as bench runs it but without
+#    CUDA graphs so the profiler sees every kernel) and bench variants of the torch backend without baseline
+profile() {
+  if [ "$(elapsed)" -ge 420 ] || [ "$(tmo 150)" -lt 30 ]; then log "profile skipped: too little time left"; return; fi
+  log "profile $BIG batch 8 (kernels by category)"
+  timeout "$(tmo 150)" "$PY" benchmarks/gpu_profile.py --pack "$PACKS/$BIG" --device "$DEVICE" --batch 8 \
+      --out "$OUT/profile_${DEVICE}_${BIG}.json" > "$OUT/profile_${DEVICE}_${BIG}.txt" 2>&1
+  echo "profile $BIG exit $?" | tee -a "$OUT/summary.txt"
+  grep -A8 '"categories_ms_per_face"' "$OUT/profile_${DEVICE}_${BIG}.json" | head -n 24
+}
+variant() {  # NAME LIMIT_S TIMEOUT_S BATCHES KEY=VALUE... (torch backend options)
+  local name=$1 limit=$2 t batches=$4 opts=()
+  t=$(tmo "$3")
+  shift 4
+  if [ "$(elapsed)" -ge "$limit" ] || [ "$t" -lt 30 ]; then log "variant $name skipped: too little time left"; return; fi
   for o in "$@"; do opts+=(--backend-option "$o"); done
-  log "bench $BIG $name: $* (no baseline)"
-  timeout "$tmo" "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches 1,8 --repeats 20 \
-      --warmup 5 --frames 2 --no-baseline "${opts[@]}" --json "$OUT/bench_${DEVICE}_${BIG}_$name.json" \
+  log "bench $BIG $name: $* (no baseline, batches $batches)"
+  timeout "$t" "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches "$batches" \
+      --repeats 20 --warmup 5 --frames 2 --no-baseline "${opts[@]}" --json "$OUT/bench_${DEVICE}_${BIG}_$name.json" \
       > "$OUT/bench_${DEVICE}_${BIG}_$name.txt" 2>&1
   echo "bench $BIG $name exit $?" | tee -a "$OUT/summary.txt"
   grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_$name.txt" | head -n 12
 }
-# the synthesis in NHWC too: slower than NCHW with transposed conv + FIR blur (session 4), not yet measured
-# with polyphase upsampling, which removed the depthwise blurs that NHWC ran slowly
-variant nhwc 330 150 channels_last=1
-# opt-in: torch.compile (inductor) before the graph capture; each batch bucket compiles (minutes at 1024 px)
-if [ "${COMPILE:-0}" = 1 ]; then variant compile 100000 300 compile=1; fi
-# measured in session 5, rerun when time is left: the session-4 form, and fp32 (CUDA graphs, TF32 off)
-variant unfused 420 150 polyphase_up=0 channels_last=0
-variant fp32 480 120 fp16=0
+# nhwc: the synthesis in NHWC too (slower than NCHW with transposed conv + FIR blur in session 4, not yet
+# measured with polyphase upsampling); compile: torch.compile (inductor) before the graph capture, batch 8
+# only (each batch bucket compiles, minutes at 1024 px; only with COMPILE=1 in the default list); unfused
+# (the session-4 form) and fp32 (CUDA graphs, TF32 off) were measured in session 5
+VARIANTS="${VARIANTS:-profile nhwc $([ "${COMPILE:-0}" = 1 ] && echo compile) unfused fp32}"
+for V in $VARIANTS; do
+  case "$V" in
+    profile) profile ;;
+    nhwc) variant nhwc 330 150 1,8 channels_last=1 ;;
+    compile) variant compile 100000 300 8 compile=1 ;;
+    unfused) variant unfused 420 150 1,8 polyphase_up=0 channels_last=0 ;;
+    fp32) variant fp32 480 120 1,8 fp16=0 ;;
+    *) log "unknown variant $V (known: profile nhwc compile unfused fp32)" ;;
+  esac
+done
 log "done; results in $OUT"
