@@ -4,7 +4,8 @@
 # with PYTHONPATH=. (the package need not be installed). Without PyAV the video stages are skipped (noted in
 # the JSON); without the YuNet model the detect stage is skipped and faces are placed at known landmarks.
 #
-#   bash benchmarks/gpu_check.sh            # about 6-7 minutes on an H100
+#   bash benchmarks/gpu_check.sh            # about 6-8 minutes on an H100
+#   SIZES=1024 VARIANTS="nocompile profile" DEADLINE=500 bash benchmarks/gpu_check.sh   # 5 minutes
 #   OUT=/tmp/res bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -128,19 +129,19 @@ variant() {  # NAME LIMIT_S TIMEOUT_S BATCHES KEY=VALUE... (torch backend option
   echo "bench $BIG $name exit $?" | tee -a "$OUT/summary.txt"
   grep -E "ms_per_face|ratio|check" "$OUT/bench_${DEVICE}_${BIG}_$name.txt" | head -n 12
 }
-# nhwc: the synthesis in NHWC too (slower than NCHW with transposed conv + FIR blur in session 4, not yet
-# measured with polyphase upsampling); compile: torch.compile (inductor) before the graph capture, batch 8
-# only (each batch bucket compiles, minutes at 1024 px; only with COMPILE=1 in the default list); unfused
-# (the session-4 form) and fp32 (CUDA graphs, TF32 off) were measured in session 5
-VARIANTS="${VARIANTS:-profile nhwc $([ "${COMPILE:-0}" = 1 ] && echo compile) unfused fp32}"
+# nhwc: the synthesis in NHWC too (no faster than NCHW with polyphase upsampling in session 10); nocompile:
+# without torch.compile (the default where Triton is usable since session 10); unfused (the session-4 form)
+# and fp32 (CUDA graphs, TF32 off) were measured in session 5
+VARIANTS="${VARIANTS:-profile nocompile nhwc unfused fp32}"
 for V in $VARIANTS; do
   case "$V" in
     profile) profile ;;
     nhwc) variant nhwc 330 150 1,8 channels_last=1 ;;
+    nocompile) variant nocompile 330 150 1,8 compile=0 ;;
     compile) variant compile 100000 300 8 compile=1 ;;
-    unfused) variant unfused 420 150 1,8 polyphase_up=0 channels_last=0 ;;
+    unfused) variant unfused 420 150 1,8 polyphase_up=0 channels_last=0 compile=0 ;;
     fp32) variant fp32 480 120 1,8 fp16=0 ;;
-    *) log "unknown variant $V (known: profile nhwc compile unfused fp32)" ;;
+    *) log "unknown variant $V (known: profile nhwc nocompile compile unfused fp32)" ;;
   esac
 done
 log "done; results in $OUT"

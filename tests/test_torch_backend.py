@@ -115,6 +115,50 @@ def test_channels_last_is_chosen_per_role():
     assert not TorchOptions.from_backend_options({"polyphase_up": False}).polyphase_up
 
 
+def test_compile_is_on_by_default_only_for_fp16_on_cuda_with_triton(monkeypatch):
+    from styleid_edge.export import torch_runner
+    from styleid_edge.export.torch_runner import TorchOptions
+
+    monkeypatch.setattr(torch_runner, "triton_usable", lambda: True)
+    default = TorchOptions.from_backend_options({})
+    assert default.compile and default.compile_fallback  # chosen by default: a failure falls back to eager
+    assert not TorchOptions.from_backend_options({"device": "cpu"}).compile
+    assert not TorchOptions.from_backend_options({"fp16": False}).compile
+    assert not TorchOptions.from_backend_options({"compile": 0}).compile
+    monkeypatch.setattr(torch_runner, "triton_usable", lambda: False)
+    assert not TorchOptions.from_backend_options({}).compile
+    asked = TorchOptions.from_backend_options({"compile": 1})
+    assert asked.compile and not asked.compile_fallback  # asked for: a failure is an error
+
+
+def test_a_failed_default_compile_runs_eagerly_with_a_warning(caplog):
+    from styleid_edge.export.torch_runner import CompiledCall
+
+    calls = []
+
+    def eager(x):
+        calls.append(x.shape[0])
+        return x * 2
+
+    def broken_compiler(fn, dynamic):
+        assert dynamic is False  # one static-shape compile per batch bucket
+
+        def compiled(*inputs):
+            raise RuntimeError("triton: no C compiler found\nlong traceback")
+        return compiled
+
+    x = torch.ones(2, 3)
+    call = CompiledCall(eager, "synthesis", fallback=True, max_batch=16, compiler=broken_compiler)
+    with caplog.at_level("WARNING", logger="styleid_edge.export.torch_runner"):
+        assert torch.equal(call(x), x * 2)
+    assert "torch.compile failed for the synthesis (RuntimeError: triton: no C compiler found)" in caplog.text
+    assert "compile=0" in caplog.text and isinstance(call.error, RuntimeError)
+    assert torch.equal(call(x[:1]), x[:1] * 2) and calls == [2, 1]  # no second attempt
+    strict = CompiledCall(eager, "encoder", fallback=False, max_batch=16, compiler=broken_compiler)
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        strict(x)
+
+
 def test_a_graph_that_is_not_ours_is_refused(tiny_pack, tmp_path):
     import shutil
 
@@ -163,6 +207,14 @@ def test_cuda_fp32_eager_matches_onnxruntime(tiny_pack, role):
 @gpu
 @pytest.mark.parametrize("role", ["synthesis", "encoder"])
 def test_cuda_fp16_graphs_match_onnxruntime(tiny_pack, role):
+    _gpu_parity(tiny_pack, role, {"device": "cuda", "compile": False}, 3e-2)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("role", ["synthesis", "encoder"])
+def test_cuda_defaults_match_onnxruntime(tiny_pack, role):
+    """The CUDA defaults: fp16, CUDA graphs and, where Triton is usable, torch.compile."""
     _gpu_parity(tiny_pack, role, {"device": "cuda"}, 3e-2)
 
 

@@ -1,8 +1,10 @@
 """The benchmark: per-stage latency of the real runtime on a 1080p frame, and StyleID's original math as baseline.
 
 Stages (medians, milliseconds): ``detect`` (per frame), ``align`` (per face), ``encode``, ``manipulate``,
-``synthesize`` (affine + synthesis), ``paste_back`` (generator output -> crop -> blended into the frame),
-per face at each batch size; ``video_decode`` / ``video_encode`` per 1080p frame (PyAV, H.264). In the same
+``synthesize`` (affine + synthesis), ``synthesize_to_crops`` (affine + synthesis straight to uint8 crops, what
+the anonymizer runs), ``paste_back`` (a crop blended into the frame: colour matching + feathered mask), per face
+at each batch size; faces/s and 1080p frames/s sum the anonymizer's per-face path (align, encode, manipulate,
+synthesize_to_crops, paste_back); ``video_decode`` / ``video_encode`` per 1080p frame (PyAV, H.264). In the same
 run: the original math (encoder4editing forward + StyleID's weight-modulated generator from W+, PyTorch
 eager, fp32) on the same weights, its images compared with the fast path's, and the ratio
 baseline / fast for encoder + synthesis per face.
@@ -251,6 +253,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             import torch
 
             mem["cuda_allocated_mb_start"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+            _cuda_peak_mb(reset=True)
+        fast_peak = baseline_peak = 0.0
         for b in cfg.batches:
             idx = [i % faces for i in range(b)]
             crops = np.stack([crops_m[i][0] for i in idx])
@@ -275,20 +279,22 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 "manipulate_ms_per_face": clock.ms(manipulate) / b,
                 "synthesize_ms_per_face": clock.ms(lambda: models.synthesis.get(models.affine.get(w))) / b,
             }
+            # what the anonymizer runs: affine + synthesis straight to uint8 crops (on the device with the torch
+            # backend), then each crop blended into the frame on the host
+            row["synthesize_to_crops_ms_per_face"] = clock.ms(
+                lambda: models.synthesis.get_crops(models.affine.get(w), crop_size)) / b
+            new = images_to_crops(images, crop_size)
             out = frame.image.copy()
 
             def paste() -> None:
-                new = images_to_crops(images, crop_size)
                 for j in range(b):
                     blend.paste_back(out, new[j], crops_m[idx[j]][1])
 
             row["paste_back_ms_per_face"] = clock.ms(paste) / b
-            # what the anonymizer runs: synthesis straight to uint8 crops (on the device with the torch backend)
-            row["synthesize_to_crops_ms_per_face"] = clock.ms(lambda: models.synthesis.get_crops(styles, crop_size)) / b
             row["align_ms_per_face"] = stages["align_ms_per_face"]
             row["encoder_plus_synthesis_ms_per_face"] = row["encode_ms_per_face"] + row["synthesize_ms_per_face"]
             per_face = sum(row[k] for k in ("align_ms_per_face", "encode_ms_per_face", "manipulate_ms_per_face",
-                                            "synthesize_ms_per_face", "paste_back_ms_per_face"))
+                                            "synthesize_to_crops_ms_per_face", "paste_back_ms_per_face"))
             row["faces_per_s"] = 1000.0 / per_face
             frame_ms = per_face * faces + stages.get("detect_ms_per_frame", 0.0) + \
                 stages.get("video_decode_ms_per_frame", 0.0) + stages.get("video_encode_ms_per_frame", 0.0)
@@ -296,6 +302,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             device_ms = _device_only(models, x, w, clock, b)
             if device_ms is not None:
                 row["device_encoder_plus_synthesis_ms_per_face"] = device_ms
+            if cuda:  # the fast path's peak, apart from the baseline's (eager fp32 at 1024 px: tens of GB)
+                fast_peak = max(fast_peak, _cuda_peak_mb(reset=True))
             if baseline is not None:
                 import torch
 
@@ -310,13 +318,17 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 row["ratio_baseline_over_fast"] = (enc_ms + gen_ms) / row["encoder_plus_synthesis_ms_per_face"]
                 if device_ms is not None:
                     row["ratio_baseline_over_fast_device"] = (enc_ms + gen_ms) / device_ms
+                if cuda:
+                    baseline_peak = max(baseline_peak, _cuda_peak_mb(reset=True))
             per_batch[f"batch{b}"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
         mem["rss_mb_end"] = round(_rss_mb(), 1)
         if cuda:
             import torch
 
             mem["cuda_allocated_mb_end"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-            mem["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            mem["cuda_max_allocated_mb"] = fast_peak
+            if baseline is not None:
+                mem["baseline_cuda_max_allocated_mb"] = baseline_peak
         if cfg.soak_seconds > 0:
             b = max(cfg.batches)
             idx = [i % faces for i in range(b)]
@@ -327,6 +339,17 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if baseline is not None:
             result["image_check"] = _image_check(models, baseline, crops_m, enc_size, cfg, options)
     return result
+
+
+def _cuda_peak_mb(reset: bool) -> float:
+    """The CUDA allocator's peak since the last reset, in MB (then reset when asked)."""
+    import torch
+
+    torch.cuda.synchronize()
+    peak = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
 
 
 def _soak(engine: Any, crops_m: list, idx: list[int], crop_size: int, image: np.ndarray,
