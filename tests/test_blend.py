@@ -94,14 +94,15 @@ def test_paste_back_replaces_face_and_feathers():
     assert alpha[int(round(corner[1])), int(round(corner[0]))] < 1e-3
 
 
-def test_paste_back_given_mask_and_reinhard_matches_frame_colour():
+@pytest.mark.parametrize("size", [128, 512])  # 512: statistics from every 4th crop pixel
+def test_paste_back_given_mask_and_reinhard_matches_frame_colour(size):
     frame = smooth_frame(480, 640, seed=2)
-    M = crop_matrix(300, 200, 150.0, 128)
-    original = cv2.warpAffine(frame, M, (128, 128))
+    M = crop_matrix(300, 200, 150.0, size)
+    original = cv2.warpAffine(frame, M, (size, size))
     # a "generated" face with the right structure but a strong colour cast
     cast = np.clip(original.astype(np.int16) + np.array([50, -30, 20]), 0, 255).astype(np.uint8)
-    mask = np.zeros((128, 128), np.uint8)
-    cv2.circle(mask, (64, 64), 40, 255, -1)
+    mask = np.zeros((size, size), np.uint8)
+    cv2.circle(mask, (size // 2, size // 2), size * 40 // 128, 255, -1)
     out = frame.copy()
     blend.paste_back(out, cast, M, mask=mask, config=PasteConfig(colour="reinhard"))
     a = cv2.warpAffine(mask, M, (640, 480), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) == 255
@@ -112,6 +113,8 @@ def test_paste_back_given_mask_and_reinhard_matches_frame_colour():
     blend.paste_back(out2, cast, M, mask=mask, config=PasteConfig(colour="none"))
     diff2 = out2[a].astype(np.float32).mean(axis=0) - frame[a].astype(np.float32).mean(axis=0)
     assert np.abs(diff2 - np.array([50, -30, 20])).max() < 3.0  # without it the cast stays
+    if size != 128:
+        return  # a 512 px crop of a 150 px face is area-shrunk first, so the mask's edge moves by a pixel
     # given mask used as is: outside the circle nothing changes
     ring = cv2.warpAffine(mask, M, (640, 480), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) == 0
     assert np.array_equal(out[ring], frame[ring])
@@ -222,6 +225,33 @@ def test_reinhard_matches_lab_mean_and_std_inside_mask():
     # identical images: identity up to rounding
     same = blend.reinhard_lab(ref, ref, mask)
     assert np.abs(same.astype(int) - ref).max() <= 1
+
+
+def test_reinhard_statistics_from_every_kth_pixel_match_the_full_crop():
+    """A 512 px crop: the statistics read every 4th row and column (1/16 of the colour conversions); the
+    result stays within 2 grey levels of statistics over every pixel."""
+    from pathlib import Path
+
+    assert blend.stats_step((128, 128)) == 1 and blend.stats_step((512, 512)) == 4
+    photo = cv2.imread(str(Path(__file__).parent / "data" / "photos" / "obama.jpg"))
+    ref = cv2.resize(photo[: photo.shape[1]] if photo.shape[0] > photo.shape[1] else photo, (512, 512))
+    src = np.clip(cv2.GaussianBlur(ref, (0, 0), 2).astype(np.int16) + np.array([40, -25, 15]), 0, 255)
+    src = src.astype(np.uint8)
+    mask = np.zeros((512, 512), np.uint8)
+    cv2.ellipse(mask, (256, 270), (170, 220), 0, 0, 360, 255, -1)
+
+    def lab(img):
+        return cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+
+    (mu_s, sd_s), (mu_r, sd_r) = [(x.reshape(-1), y.reshape(-1)) for x, y in
+                                  (cv2.meanStdDev(lab(src), mask=mask), cv2.meanStdDev(lab(ref), mask=mask))]
+    gain = np.clip(sd_r / sd_s, 0.25, 4.0)
+    full = cv2.cvtColor(((lab(src) - mu_s) * gain + mu_r).astype(np.float32), cv2.COLOR_Lab2BGR)
+    expected = np.clip(np.rint(np.clip(full, 0, 1) * 255), 0, 255).astype(np.uint8)
+    got = blend.reinhard_lab(src, ref, mask)
+    diff = np.abs(got.astype(int) - expected)
+    assert np.abs(src.astype(int) - expected).mean() > 10  # the transfer does something
+    assert diff.max() <= 2 and diff.mean() < 0.5
 
 
 def test_histogram_match_matches_quantiles_inside_mask():
