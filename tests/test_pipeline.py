@@ -114,6 +114,25 @@ def test_detector_misses_are_covered_by_hold_over(tiny_pack, sface, yunet):
     assert anon.report.faces_held == 2
 
 
+def test_warm_up_builds_every_batch_bucket_only_for_backends_that_build_per_shape(tiny_pack):
+    anon = Anonymizer(AnonymizerConfig(method="latent"), pack=tiny_pack.root)
+    assert anon.warm_up(6) == []  # ONNX Runtime builds nothing per batch size
+    runs = []
+    generate = anon.engine.generate_crops
+
+    def spy(crops, seeds, size):
+        out = generate(crops, seeds, size)
+        runs.append((len(crops), out.shape))
+        return out
+
+    anon.engine.generate_crops = spy
+    anon.models.synthesis.runner.builds_per_shape = True  # what the torch backend sets with torch.compile
+    assert anon.warm_up(6) == [1, 2, 4, 6]
+    s = anon.crop_size
+    assert runs == [(b, (b, s, s, 3)) for b in (1, 2, 4, 6)]  # the real generative path, per batch size
+    assert anon.warm_up(1) == [1]
+
+
 def test_pseudo_identity_fixed_per_track(tiny_pack):
     frame = cv2.imread(str(PHOTOS / "obama.jpg"))
     frame = cv2.resize(frame, (455, 568))

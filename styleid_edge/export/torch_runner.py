@@ -662,7 +662,9 @@ class TorchRunner:
             self._call = fn
         precision = "fp16" if opts.fp16 and role in ("synthesis", "encoder") else "fp32"
         where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        compiled = " + torch.compile" if opts.compile and role in ("synthesis", "encoder") else ""
+        # built per batch shape on first use (seconds each): callers that must not stall later warm up first
+        self.builds_per_shape = bool(opts.compile and role in ("synthesis", "encoder"))
+        compiled = " + torch.compile" if self.builds_per_shape else ""
         self.provider = (f"torch {torch.__version__} {self.device} ({where}) {precision}{compiled}"
                          f"{' + CUDA graphs' if opts.cuda_graphs else ''}")
 

@@ -169,6 +169,7 @@ def _build(args: argparse.Namespace):
                               detect_max_side=args.detect_max_side, detect_angles=args.detect_angles,
                               **backend_config(args))
     anonymizer = Anonymizer(config, pack=args.pack)
+    anonymizer.warm_up(args.face_batch)  # before any source opens: a compile must not stall the first faces
     stats_every = 0.0 if args.quiet else args.stats_every
     pipelines, servers = [], []
     live_config = LiveConfig(budget_ms=args.budget_ms, fps=args.fps, max_age_ms=args.max_age_ms,
