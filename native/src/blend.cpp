@@ -14,6 +14,7 @@ namespace styleid {
 namespace {
 
 constexpr int kMinStatPixels = 16;
+constexpr int kStatsSide = 128;  // colour statistics read about this many rows and columns (blend.py _STATS_SIDE)
 
 double min_singular_value(const cv::Matx23d &m) {
     double a = m(0, 0), b = m(0, 1), c = m(1, 0), d = m(1, 1);
@@ -31,7 +32,14 @@ cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask
     return out;
 }
 
-void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out) {
+int stats_step(int rows, int cols) { return std::max(1, std::min(rows, cols) / kStatsSide); }
+
+void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out,
+                  int step) {
+    step = std::max(step, 1);
+    const cv::Size sample((src.cols + step - 1) / step, (src.rows + step - 1) / step);
+    if (ref.size() != sample || mask.size() != sample)
+        throw std::invalid_argument("reinhard_lab: ref and mask must be the source's statistics sample size");
     if (cv::countNonZero(mask) < kMinStatPixels) {
         src.copyTo(out);
         return;
@@ -43,8 +51,18 @@ void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, R
     ref.convertTo(fr, CV_32F, 1.0 / 255.0);
     cv::cvtColor(fs, lab_s, cv::COLOR_BGR2Lab);
     cv::cvtColor(fr, lab_r, cv::COLOR_BGR2Lab);
+    const cv::Mat *stats_s = &lab_s;
+    if (step > 1) {  // the source's pixels at (step * x, step * y), as runtime/blend.py reads lab_s[::k, ::k]
+        cv::Mat &sampled = work.lab_s_sample.fit(sample, CV_32FC3);
+        for (int y = 0; y < sample.height; ++y) {
+            const cv::Vec3f *p = lab_s.ptr<cv::Vec3f>(y * step);
+            cv::Vec3f *o = sampled.ptr<cv::Vec3f>(y);
+            for (int x = 0; x < sample.width; ++x) o[x] = p[x * step];
+        }
+        stats_s = &sampled;
+    }
     cv::Scalar mu_s, sd_s, mu_r, sd_r;
-    cv::meanStdDev(lab_s, mu_s, sd_s, mask);
+    cv::meanStdDev(*stats_s, mu_s, sd_s, mask);
     cv::meanStdDev(lab_r, mu_r, sd_r, mask);
     float gain[3], ms[3], mr[3];
     for (int c = 0; c < 3; ++c) {
@@ -134,15 +152,23 @@ void Paster::paste(cv::Mat &frame, const cv::Mat &face_crop, const cv::Matx23d &
     // every scratch image is a view of a buffer kept paste to paste (scratch.hpp), and the warps are ours
     // (warp.hpp, cv::warpAffine's arithmetic): a steady stream of faces makes no heap allocation here
     if (config_.reinhard) {
-        cv::Mat &original = original_.fit(ch, cw, CV_8UC3);
-        warp_affine_linear(roi, original, m_roi, cv::Size(cw, ch), Border::Replicate);
-        // crop pixels whose nearest frame pixel lies inside the ROI (warpAffine of ones, INTER_NEAREST, > 0)
-        cv::Mat &valid = valid_.fit(ch, cw, CV_8U), &alpha_ok = alpha_ok_.fit(ch, cw, CV_8U);
-        warp_affine_nearest_inside(roi.size(), valid, m_roi, cv::Size(cw, ch));
-        cv::compare(alpha_crop, 0.5, alpha_ok, cv::CMP_GT);  // 0/255
-        cv::bitwise_and(alpha_ok, valid, valid);             // the statistics mask (nonzero = use)
+        // the frame under the crop, sampled as the crop was made, only at the crop pixels the statistics read:
+        // every k-th row and column (k = stats_step), as runtime/blend.py paste_back does
+        const int k = stats_step(ch, cw), hs = (ch + k - 1) / k, ws = (cw + k - 1) / k;
+        const cv::Matx23d m_stats = m_roi * (1.0 / k);
+        cv::Mat &original = original_.fit(hs, ws, CV_8UC3);
+        warp_affine_linear(roi, original, m_stats, cv::Size(ws, hs), Border::Replicate);
+        // sample pixels whose nearest frame pixel lies inside the ROI (warpAffine of ones, INTER_NEAREST, > 0)
+        cv::Mat &valid = valid_.fit(hs, ws, CV_8U), &alpha_ok = alpha_ok_.fit(hs, ws, CV_8U);
+        warp_affine_nearest_inside(roi.size(), valid, m_stats, cv::Size(ws, hs));
+        for (int y = 0; y < hs; ++y) {  // alpha > 0.5 at the sampled crop pixels: 0/255
+            const float *a = alpha_crop.ptr<float>(y * k);
+            uint8_t *o = alpha_ok.ptr<uint8_t>(y);
+            for (int x = 0; x < ws; ++x) o[x] = a[x * k] > 0.5f ? 255 : 0;
+        }
+        cv::bitwise_and(alpha_ok, valid, valid);  // the statistics mask (nonzero = use)
         cv::Mat &colour_match = colour_.fit(ch, cw, CV_8UC3);
-        reinhard_lab(crop, original, valid, reinhard_, colour_match);
+        reinhard_lab(crop, original, valid, reinhard_, colour_match, k);
         colour = &colour_match;
     }
     const cv::Size size(x1 - x0, y1 - y0);

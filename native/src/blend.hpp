@@ -17,8 +17,12 @@ struct PasteConfig {
 
 // Scratch images of reinhard_lab (kept by the caller: no allocation once the largest size was seen).
 struct ReinhardWork {
-    ScratchMat fs, fr, lab_s, lab_r, bgr;
+    ScratchMat fs, fr, lab_s, lab_s_sample, lab_r, bgr;
 };
+
+// The stride at which colour statistics sample an image (runtime/blend.py stats_step): 1 up to 255 px, then
+// every k-th row and column so that at least 128 of each are read.
+int stats_step(int rows, int cols);
 
 // Reusable state: the default mask per crop size and scratch images (no per-frame allocation in steady state).
 class Paster {
@@ -41,7 +45,9 @@ private:
 
 // Give src the LAB mean/std of ref over the pixels where mask != 0 (uint8); returns a new image.
 cv::Mat reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask);
-// The same into `out` with caller-kept scratch.
-void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out);
+// The same into `out` with caller-kept scratch. With step > 1 the source's statistics are read at every step-th
+// row and column, and ref and mask are that sample's size: ceil(rows / step) x ceil(cols / step).
+void reinhard_lab(const cv::Mat &src, const cv::Mat &ref, const cv::Mat &mask, ReinhardWork &work, cv::Mat &out,
+                  int step = 1);
 
 }  // namespace styleid
