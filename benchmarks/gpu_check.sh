@@ -22,8 +22,9 @@ export PYTHONUNBUFFERED=1
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 log() { echo "[gpu_check $(elapsed)s] $*" | tee -a "$OUT/summary.txt"; }
-# DEADLINE=S: the whole script ends within about S seconds: each step's timeout is cut to what is left (0: no deadline)
-DEADLINE="${DEADLINE:-0}"
+# DEADLINE=S: the whole script ends within about S seconds (default 540, inside the device tool's 10-minute
+# call): each step's timeout is cut to what is left, and a step with under 30 s left is skipped (0: no deadline)
+DEADLINE="${DEADLINE:-540}"
 tmo() {  # tmo T: T, or the seconds left before DEADLINE (minus 5) when that is less, at least 1
   local t=$1 left
   if [ "$DEADLINE" -gt 0 ]; then
@@ -105,22 +106,52 @@ for RES in $SIZES; do
   cat "$OUT/bench_${DEVICE}_${RES}.txt" | grep -v "^WARNING" | tail -n 30
 done
 
-# 3. at the largest size, in the order of VARIANTS, each only while time allows: `profile` (where the time
+# 3. at the largest size, in the order of VARIANTS, each while DEADLINE leaves time: `profile` (where the time
 #    goes: kernels of the synthesis and the encoder at batch 8, the torch backend as bench runs it but without
 #    CUDA graphs so the profiler sees every kernel) and bench variants of the torch backend without baseline
 profile() {
-  if [ "$(elapsed)" -ge 420 ] || [ "$(tmo 150)" -lt 30 ]; then log "profile skipped: too little time left"; return; fi
+  if [ "$(tmo 150)" -lt 30 ]; then log "profile skipped: too little time left"; return; fi
   log "profile $BIG batch 8 (kernels by category)"
   timeout "$(tmo 150)" "$PY" benchmarks/gpu_profile.py --pack "$PACKS/$BIG" --device "$DEVICE" --batch 8 \
       --out "$OUT/profile_${DEVICE}_${BIG}.json" > "$OUT/profile_${DEVICE}_${BIG}.txt" 2>&1
   echo "profile $BIG exit $?" | tee -a "$OUT/summary.txt"
   grep -A8 '"categories_ms_per_face"' "$OUT/profile_${DEVICE}_${BIG}.json" | head -n 24
 }
-variant() {  # NAME LIMIT_S TIMEOUT_S BATCHES KEY=VALUE... (torch backend options)
-  local name=$1 limit=$2 t batches=$4 opts=()
-  t=$(tmo "$3")
-  shift 4
-  if [ "$(elapsed)" -ge "$limit" ] || [ "$t" -lt 30 ]; then log "variant $name skipped: too little time left"; return; fi
+anonymize_clip() {  # the main job end to end on the GPU: a 1080p clip of moving real faces, torch backend defaults
+  if [ "$(tmo 150)" -lt 40 ]; then log "anonymize skipped: too little time left"; return; fi
+  log "anonymize a 1080p clip with the $BIG px pack (torch backend defaults on $DEVICE)"
+  timeout "$(tmo 150)" "$PY" - "$PACKS/$BIG" "$OUT" "$DEVICE" > "$OUT/anonymize_${DEVICE}_${BIG}.txt" 2>&1 <<'PYEOF'
+import json, subprocess, sys, time
+sys.path.insert(0, "tests")
+import media
+pack, out, device = sys.argv[1:4]
+clip = media.moving_faces_clip(n_frames=50, size=(1920, 1080), photos=("obama.jpg", "biden.jpg"), seed=1,
+                               path=f"{out}/clip_in.mp4")
+t = time.perf_counter()
+run = subprocess.run([sys.executable, "-m", "styleid_edge", "anonymize", f"{out}/clip_in.mp4", "-o",
+                      f"{out}/clip_out.mp4", "--pack", pack, "--backend", "torch", "--backend-option",
+                      f"device={device}", "--report", f"{out}/anonymize_report.json"], capture_output=True, text=True)
+seconds = time.perf_counter() - t
+print(run.stdout[-3000:], run.stderr[-3000:])
+report = json.load(open(f"{out}/anonymize_report.json"))
+import av
+with av.open(f"{out}/clip_out.mp4") as c:
+    frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+import numpy as np
+changed = [float(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(clip.frames, frames)]
+print(json.dumps({"exit": run.returncode, "seconds_incl_start": round(seconds, 1), "frames_out": len(frames),
+                  "frames_in": len(clip.frames), "frames_changed": sum(c > 50 for c in changed),
+                  "report_keys": sorted(report)[:40], "outcome": report.get("outcome"),
+                  "faces": report.get("faces"), "timings": report.get("timings")}, default=str))
+PYEOF
+  echo "anonymize exit $?" | tee -a "$OUT/summary.txt"
+  tail -n 3 "$OUT/anonymize_${DEVICE}_${BIG}.txt"
+}
+variant() {  # NAME TIMEOUT_S BATCHES KEY=VALUE... (torch backend options)
+  local name=$1 t batches=$3 opts=()
+  t=$(tmo "$2")
+  shift 3
+  if [ "$t" -lt 30 ]; then log "variant $name skipped: too little time left"; return; fi
   for o in "$@"; do opts+=(--backend-option "$o"); done
   log "bench $BIG $name: $* (no baseline, batches $batches)"
   timeout "$t" "${BENCH[@]}" "${BACKEND_ARGS[@]}" --device "$DEVICE" --pack "$PACKS/$BIG" --batches "$batches" \
@@ -132,16 +163,17 @@ variant() {  # NAME LIMIT_S TIMEOUT_S BATCHES KEY=VALUE... (torch backend option
 # nhwc: the synthesis in NHWC too (no faster than NCHW with polyphase upsampling in session 10); nocompile:
 # without torch.compile (the default where Triton is usable since session 10); unfused (the session-4 form)
 # and fp32 (CUDA graphs, TF32 off) were measured in session 5
-VARIANTS="${VARIANTS:-profile nocompile nhwc unfused fp32}"
+VARIANTS="${VARIANTS:-anonymize profile nocompile nhwc unfused fp32}"
 for V in $VARIANTS; do
   case "$V" in
     profile) profile ;;
-    nhwc) variant nhwc 330 150 1,8 channels_last=1 ;;
-    nocompile) variant nocompile 330 150 1,8 compile=0 ;;
-    compile) variant compile 100000 300 8 compile=1 ;;
-    unfused) variant unfused 420 150 1,8 polyphase_up=0 channels_last=0 compile=0 ;;
-    fp32) variant fp32 480 120 1,8 fp16=0 ;;
-    *) log "unknown variant $V (known: profile nhwc nocompile compile unfused fp32)" ;;
+    anonymize) anonymize_clip ;;
+    nhwc) variant nhwc 150 1,8 channels_last=1 ;;
+    nocompile) variant nocompile 150 1,8 compile=0 ;;
+    compile) variant compile 300 8 compile=1 ;;
+    unfused) variant unfused 150 1,8 polyphase_up=0 channels_last=0 compile=0 ;;
+    fp32) variant fp32 120 1,8 fp16=0 ;;
+    *) log "unknown variant $V (known: anonymize profile nhwc nocompile compile unfused fp32)" ;;
   esac
 done
 log "done; results in $OUT"

@@ -125,6 +125,7 @@ def test_compile_is_on_by_default_only_for_fp16_on_cuda_with_triton(monkeypatch)
     assert not TorchOptions.from_backend_options({"device": "cpu"}).compile
     assert not TorchOptions.from_backend_options({"fp16": False}).compile
     assert not TorchOptions.from_backend_options({"compile": 0}).compile
+    assert not TorchOptions.from_backend_options({"cuda_graphs": 0}).compile  # no buckets: a compile per size
     monkeypatch.setattr(torch_runner, "triton_usable", lambda: False)
     assert not TorchOptions.from_backend_options({}).compile
     asked = TorchOptions.from_backend_options({"compile": 1})
@@ -157,6 +158,28 @@ def test_a_failed_default_compile_runs_eagerly_with_a_warning(caplog):
     strict = CompiledCall(eager, "encoder", fallback=False, max_batch=16, compiler=broken_compiler)
     with pytest.raises(RuntimeError, match="no C compiler"):
         strict(x)
+
+    def oom_compiler(fn, dynamic):
+        def compiled(*inputs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return compiled
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # not a compile failure: never hidden by the fallback
+        CompiledCall(eager, "synthesis", fallback=True, max_batch=16, compiler=oom_compiler)(x)
+
+    def later_failure_compiler(fn, dynamic):
+        def compiled(*inputs):
+            if failing:
+                raise RuntimeError("an error at run time")
+            return fn(*inputs)
+        return compiled
+
+    failing = False
+    call = CompiledCall(eager, "synthesis", fallback=True, max_batch=16, compiler=later_failure_compiler)
+    assert torch.equal(call(x), x * 2)
+    failing = True
+    with pytest.raises(RuntimeError, match="at run time"):  # this shape compiled and ran before
+        call(x)
 
 
 def test_a_graph_that_is_not_ours_is_refused(tiny_pack, tmp_path):

@@ -243,16 +243,17 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if video:
             stages.update({"video_encode_ms_per_frame": video["video_encode"],
                            "video_decode_ms_per_frame": video["video_decode"]})
+        cuda = cfg.device.startswith("cuda")
+        before_baseline = _cuda_allocated_mb() if cuda else 0.0
         baseline = _baseline(pack, cfg.device) if cfg.baseline else None
         if baseline is None:
             notes.append("baseline skipped (--no-baseline)")
         per_batch: dict[str, Any] = {}
         mem = {"rss_mb_start": round(_rss_mb(), 1)}
-        cuda = cfg.device.startswith("cuda")
+        baseline_weights = 0.0  # the baseline's weights stay on the GPU through the fast path's runs
         if cuda:
-            import torch
-
-            mem["cuda_allocated_mb_start"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+            mem["cuda_allocated_mb_start"] = _cuda_allocated_mb()
+            baseline_weights = round(mem["cuda_allocated_mb_start"] - before_baseline, 1)
             _cuda_peak_mb(reset=True)
         fast_peak = baseline_peak = 0.0
         for b in cfg.batches:
@@ -303,7 +304,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             if device_ms is not None:
                 row["device_encoder_plus_synthesis_ms_per_face"] = device_ms
             if cuda:  # the fast path's peak, apart from the baseline's (eager fp32 at 1024 px: tens of GB)
-                fast_peak = max(fast_peak, _cuda_peak_mb(reset=True))
+                fast_peak = max(fast_peak, round(_cuda_peak_mb(reset=True) - baseline_weights, 1))
             if baseline is not None:
                 import torch
 
@@ -323,12 +324,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             per_batch[f"batch{b}"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
         mem["rss_mb_end"] = round(_rss_mb(), 1)
         if cuda:
-            import torch
-
-            mem["cuda_allocated_mb_end"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-            mem["cuda_max_allocated_mb"] = fast_peak
+            mem["cuda_allocated_mb_end"] = _cuda_allocated_mb()
+            mem["cuda_max_allocated_mb"] = fast_peak  # without the baseline's resident weights
             if baseline is not None:
                 mem["baseline_cuda_max_allocated_mb"] = baseline_peak
+                mem["baseline_weights_cuda_mb"] = baseline_weights
         if cfg.soak_seconds > 0:
             b = max(cfg.batches)
             idx = [i % faces for i in range(b)]
@@ -339,6 +339,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if baseline is not None:
             result["image_check"] = _image_check(models, baseline, crops_m, enc_size, cfg, options)
     return result
+
+
+def _cuda_allocated_mb() -> float:
+    import torch
+
+    return round(torch.cuda.memory_allocated() / 2**20, 1)
 
 
 def _cuda_peak_mb(reset: bool) -> float:

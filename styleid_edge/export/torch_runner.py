@@ -32,10 +32,11 @@ conv + FIR blur and the RGB skip's FIR upsampler, runs as one 3x3 conv + pixel s
 0 otherwise: it does 4x the multiply-adds in those convs, which fp32 convolutions (compute bound) pay for;
 H100 fp32 synthesis 11.7 vs 11.0 ms with and without it (two machines), 2-core CPU 256 px 1465 vs 933 ms),
 ``compile`` (the synthesis and the encoder through ``torch.compile`` (inductor) before the graph capture; default 1
-with fp16 on CUDA where Triton is usable, else 0; measured on an H100 at 1024 px: encoder + synthesis 1.55 vs
-3.40 ms per face at batch 8 and 4.16 vs 7.76 at batch 1. Each batch bucket compiles on first use, about 20 s per
-bucket for both models at 1024 px, cached on disk by inductor for later runs. When the default is in force and
-compiling fails, the model runs eagerly with a warning; ``compile=1`` given explicitly makes the failure an error).
+with fp16 and CUDA graphs (whose buckets bound the compiles) on CUDA where Triton is usable, else 0; measured on
+an H100 at 1024 px: encoder + synthesis 1.55 vs 3.40 ms per face at batch 8 and 4.16 vs 7.76 at batch 1. Each
+batch bucket compiles on first use, about 20 s per bucket for both models at 1024 px, cached on disk by inductor
+for later runs. When the default is in force and compiling fails, the model runs eagerly with a warning;
+``compile=1`` given explicitly makes the failure an error).
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ class TorchOptions:
             roles = ("encoder", "synthesis") if cl else ()
         if "compile" in raw:
             compile_, fallback = bool(raw["compile"]), False
-        else:  # default: on where it measured faster (fp16 on CUDA) and Triton can build kernels
-            compile_ = fallback = fp16 and on_cuda and triton_usable()
+        else:  # default: on where it measured faster (fp16 + CUDA graphs, whose buckets bound the compiles to one
+            # per power-of-two batch size) and Triton can build kernels
+            compile_ = fallback = fp16 and on_cuda and graphs and triton_usable()
         return cls(device=device, fp16=fp16, cuda_graphs=graphs, max_batch=max_batch, channels_last=roles,
                    cudnn_benchmark=bool(raw.get("cudnn_benchmark", True)),
                    polyphase_up=bool(raw.get("polyphase_up", fp16)), compile=compile_, compile_fallback=fallback)
@@ -136,8 +138,9 @@ def triton_usable() -> bool:
 class CompiledCall:
     """``fn`` through ``torch.compile`` with static shapes (one compile per batch bucket).
 
-    With ``fallback`` (compile chosen by default) a failure of the first compiled call is logged as a warning
-    and ``fn`` runs eagerly from then on; without it (``compile=1`` asked for) the failure is raised.
+    With ``fallback`` (compile chosen by default) a failure while a new input shape compiles (its first call) is
+    logged as a warning and ``fn`` runs eagerly from then on; without it (``compile=1`` asked for) the failure
+    is raised. Out-of-memory errors and failures of shapes that compiled before are always raised.
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], role: str, fallback: bool, max_batch: int,
@@ -148,14 +151,19 @@ class CompiledCall:
         _allow_recompiles(max_batch.bit_length() + 2)
         self.compiled: Callable[..., torch.Tensor] | None = (compiler or torch.compile)(fn, dynamic=False)
         self.error: BaseException | None = None
+        self.shapes: set[tuple] = set()  # input shapes that compiled and ran
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
+            shape = tuple(tuple(x.shape) for x in inputs)
             try:
-                return self.compiled(*inputs)
+                out = self.compiled(*inputs)
+                self.shapes.add(shape)
+                return out
             except Exception as exc:  # noqa: BLE001 - inductor/Triton failures have many types
                 capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-                if not self.fallback or capturing:
+                if (not self.fallback or capturing or shape in self.shapes
+                        or isinstance(exc, torch.cuda.OutOfMemoryError)):
                     raise
                 self.compiled, self.error = None, exc
                 log.warning("torch backend: torch.compile failed for the %s (%s: %s); it runs without compile. "

@@ -242,9 +242,9 @@ def paste_back(frame: np.ndarray, face_crop: np.ndarray, M: np.ndarray, mask: np
         hs, ws = -(-ch // k), -(-cw // k)
         original = cv2.warpAffine(roi, m_stats, (ws, hs), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid = (alpha_crop[::k, ::k] > 0.5) & (_crop_validity(m_stats, roi.shape[:2], (hs, ws)) > 0)
-        mask = np.zeros((ch, cw), bool)
-        mask[::k, ::k] = valid
-        crop = reinhard_lab(face_crop, original, mask, ref_mask=valid)
+        stats_mask = np.zeros((ch, cw), bool)
+        stats_mask[::k, ::k] = valid
+        crop = reinhard_lab(face_crop, original, stats_mask, ref_mask=valid)
 
     # With WARP_INVERSE_MAP the matrix maps dst (ROI) -> src (crop), exactly the forward sampling inverted.
     size = (x1 - x0, y1 - y0)
@@ -269,6 +269,18 @@ def stats_step(hw: tuple[int, int]) -> int:
     standard deviation of such a regular sample differ from the full image's by a small fraction of a LAB
     unit on faces, at 1/k^2 of the colour conversions."""
     return max(1, min(hw) // _STATS_SIDE)
+
+
+def _sampled(sel: np.ndarray | None, hw: tuple[int, int]) -> tuple[int, np.ndarray | None]:
+    """The statistics stride for an image of shape ``hw`` and its 0/1 mask at that stride; every pixel (stride
+    1) when the sampled mask keeps too few pixels (a small mask, or one lying between the sampled rows)."""
+    k = stats_step(hw)
+    if sel is None or k == 1:
+        return k, sel
+    sampled = np.ascontiguousarray(sel[::k, ::k])
+    if cv2.countNonZero(sampled) < _MIN_STAT_PIXELS * 16:
+        return 1, sel
+    return k, sampled
 
 
 def _bgr_to_lab(img: np.ndarray) -> np.ndarray:
@@ -301,7 +313,8 @@ def reinhard_lab(src_crop: np.ndarray, ref_crop: np.ndarray, mask: np.ndarray | 
     Statistics are taken where ``mask`` > 0.5 (float, uint8 0..255 or bool;
     the whole image when None) — for the reference where ``ref_mask`` > 0.5
     when given, else the same mask — on every :func:`stats_step`-th row and
-    column of images of 256 px and more. The per-channel affine map is
+    column of images of 256 px and more (every pixel when the mask keeps
+    fewer than 256 of the sampled ones). The per-channel affine map is
     applied to every pixel of ``src_crop`` (callers blend with their own
     mask). LAB is computed in float (L 0..100), so there is no 8-bit LAB
     quantisation; the std gain is clamped to [0.25, 4]. Returns a new uint8
@@ -312,9 +325,8 @@ def reinhard_lab(src_crop: np.ndarray, ref_crop: np.ndarray, mask: np.ndarray | 
     sel_s = _binary(mask, src_crop.shape[:2])
     rm = ref_mask if ref_mask is not None else (mask if ref_crop.shape[:2] == src_crop.shape[:2] else None)
     sel_r = _binary(rm, ref_crop.shape[:2], "ref_mask")
-    ks, kr = stats_step(src_crop.shape[:2]), stats_step(ref_crop.shape[:2])
-    sel_s = None if sel_s is None else np.ascontiguousarray(sel_s[::ks, ::ks])
-    sel_r = None if sel_r is None else np.ascontiguousarray(sel_r[::kr, ::kr])
+    ks, sel_s = _sampled(sel_s, src_crop.shape[:2])
+    kr, sel_r = _sampled(sel_r, ref_crop.shape[:2])
     if (sel_s is not None and cv2.countNonZero(sel_s) < _MIN_STAT_PIXELS) or (
             sel_r is not None and cv2.countNonZero(sel_r) < _MIN_STAT_PIXELS):
         log.debug("reinhard_lab: mask too small for statistics, colour left as is")
