@@ -295,3 +295,78 @@ def test_without_weak_detections_the_track_ends_after_hold_over():
     for f in range(1, 4):
         tracks = tracker.update([], f)
     assert tracks == []
+
+
+# -- frames dropped between calls (a live pipeline under load): the fallback gate scales with the frame step --
+def test_landmark_gate_widens_with_the_frame_step():
+    tracker = Tracker(TrackerConfig(landmark_match=0.75, max_speed=0.5))
+    assert tracker.landmark_gate(1) == pytest.approx(0.75)  # every frame processed: unchanged
+    assert tracker.landmark_gate(2) == pytest.approx(1.0)
+    assert tracker.landmark_gate(5) == pytest.approx(2.5)  # a face at max_speed covers 2.5 box sizes in 5 frames
+    assert tracker.landmark_gate(25) == pytest.approx(3.0)  # capped: a face far away a second later is someone else
+    assert Tracker(TrackerConfig(landmark_match=0.0)).landmark_gate(5) == 0.0  # disabled stays disabled
+
+
+def test_fast_face_keeps_one_track_when_every_5th_frame_is_processed():
+    """80 px face moving 14 px a frame (0.175 box sizes; 3.5 widths a second at 20 fps), processed every 5th
+    frame: 70 px (0.875 box sizes) between calls, IoU 0.07. The old fixed gate (0.75) matched nothing: a new
+    track, i.e. a new fake identity, on every processed frame, plus a held ghost box per stale track."""
+    tracker = Tracker(TrackerConfig(fps=20.0))
+    ids = set()
+    for f in range(0, 60, 5):
+        tracks = tracker.update([face(60 + 14 * f, 200)], f)
+        assert len(tracks) == 1 and not tracks[0].is_held, f  # one face, one box: no ghost held tracks
+        np.testing.assert_allclose(centre(tracks[0].box), [60 + 14 * f, 200], atol=1e-6)
+        ids.add(tracks[0].track_id)
+    assert len(ids) == 1
+
+
+def test_face_turning_back_keeps_its_track_at_a_low_processing_rate():
+    """A face walks right at 8 px a frame (0.1 box sizes), turns back at frame 10, every 5th frame processed:
+    at frame 15 it is 80 px (1.0 box size) from where its velocity predicts it. It keeps its track."""
+    tracker = Tracker()
+    xs = [300 + 8 * min(f, 10) - 8 * max(f - 10, 0) for f in range(40)]
+    ids = set()
+    for f in range(0, 40, 5):
+        tracks = tracker.update([face(xs[f], 200)], f)
+        assert len(tracks) == 1 and not tracks[0].is_held, f
+        ids.add(tracks[0].track_id)
+    assert len(ids) == 1
+
+
+def test_two_fast_faces_keep_their_own_tracks_at_a_low_processing_rate():
+    """The wider gate must not swap faces: two faces 2 box sizes apart, both moving 0.9 box sizes between calls
+    (one right, one left), stay on their own tracks."""
+    tracker = Tracker()
+    ids_a, ids_b = set(), set()
+    for f in range(0, 50, 5):
+        a, b = face(100 + 14.4 * f, 150), face(800 - 14.4 * f, 310)
+        tracks = tracker.update([b, a] if f % 2 else [a, b], f)
+        assert len(tracks) == 2 and not any(t.is_held for t in tracks), f
+        for t in tracks:
+            if abs(centre(t.box)[1] - 150) < 1:
+                ids_a.add(t.track_id)
+                assert centre(t.box)[0] == pytest.approx(100 + 14.4 * f)
+            else:
+                ids_b.add(t.track_id)
+                assert centre(t.box)[0] == pytest.approx(800 - 14.4 * f)
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+
+
+def test_real_clip_processed_every_5th_frame_keeps_one_track_per_face(yunet):
+    """YuNet on the moving-photos clip (seed 1: faces of ~63 px at 2.6 and 4.5 face sizes a second), 25 fps,
+    processed every 5th frame as a loaded live pipeline does. Before the gate scaled with the frame step,
+    the faster face got a new track on 2 of its 3 later processed frames."""
+    from media import moving_faces_clip
+
+    clip = moving_faces_clip(20, (640, 360), seed=1, audio=False)
+    tracker = Tracker(TrackerConfig(fps=25.0))
+    ids: dict[int, set[int]] = {0: set(), 1: set()}
+    for f in range(0, 20, 5):
+        tracks = tracker.update(yunet.detect(clip.frames[f]), f)
+        for gt in clip.boxes[f]:
+            iou = iou_matrix(np.array(gt.xyxy), np.stack([t.box for t in tracks]))[0]
+            best = int(np.argmax(iou))
+            assert iou[best] > 0.5 and not tracks[best].is_held, (f, gt.face_id)  # detected and covered
+            ids[gt.face_id].add(tracks[best].track_id)
+    assert len(ids[0]) == 1 and len(ids[1]) == 1 and ids[0] != ids[1]

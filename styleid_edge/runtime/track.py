@@ -8,7 +8,10 @@ Per frame, :meth:`Tracker.update` takes the detector's faces and returns one
   on 1 - IoU, pairs below ``iou_match`` forbidden; tracks and detections left
   over are then matched on the mean landmark distance, in units of the track's
   box size (``landmark_match``), which catches fast motion where boxes no
-  longer overlap.
+  longer overlap. When frame indices jump between calls (frames dropped), that
+  gate widens to what a face moving at ``max_speed`` covers in the skipped
+  frames (:meth:`Tracker.landmark_gate`), so a fast face keeps its track, and
+  its pseudo-identity, at a low processing rate too.
 * **Weak detections.** Detections flagged ``weak`` (scored below the
   detector's threshold, kept down to its weak threshold) are matched in a
   second stage, by IoU only, to the tracks still unmatched: a face the
@@ -173,6 +176,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # configuration and outputs
+_MAX_SKIP_GATE = 3.0  # widest landmark gate when frames are skipped (box sizes)
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     """Tracker settings (see the module docstring for what each mechanism does).
@@ -181,7 +187,8 @@ class TrackerConfig:
     one_euro_min_cutoff (Hz), one_euro_beta (per face size per second),
     one_euro_d_cutoff (Hz): the filter's parameters.
     landmark_match: largest mean landmark distance (in track box sizes) for the
-        fallback matching; 0 disables it.
+        fallback matching between consecutive frames (wider when frames are
+        skipped, see Tracker.landmark_gate); 0 disables it.
     hold_grow: box enlargement per missed frame during hold-over (0.1 = +10 %).
     max_speed: cap on the extrapolation velocity, in box sizes per frame.
     seed: the run seed that every track's pseudo-identity seed derives from.
@@ -331,12 +338,13 @@ class Tracker:
         if self._last_frame is not None and frame_index <= self._last_frame:
             raise ValueError(f"frame_index must increase: got {frame_index} after {self._last_frame} "
                              "(call reset() for a new stream)")
+        step = 1 if self._last_frame is None else frame_index - self._last_frame  # stream frames since the last call
         self._last_frame = frame_index
         parsed = [d for d in map(_as_det, detections) if d is not None]
         dets = [d for d in parsed if not d.weak]
         weak = [d for d in parsed if d.weak]
 
-        matches, free_tracks, free_dets = self._match(dets, frame_index)
+        matches, free_tracks, free_dets = self._match(dets, frame_index, step)
         if weak and free_tracks:
             extra = self._match_weak(free_tracks, weak, frame_index)
             if extra:
@@ -368,9 +376,28 @@ class Tracker:
         out.sort(key=lambda t: t.track_id)
         return out
 
-    # -- internals ------------------------------------------------------------------------------
-    def _match(self, dets: list[_Det], frame_index: int) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    def landmark_gate(self, step: int) -> float:
+        """Largest landmark distance (in track box sizes) the fallback matching accepts when ``step`` stream
+        frames passed since the previous :meth:`update` call.
+
+        ``landmark_match`` is the gate between consecutive frames. When the caller skips frames (a live
+        pipeline dropping frames under load), a face moves ``step`` times as far between two calls, so the
+        gate widens to ``max_speed * step``: what a face moving at the tracker's top speed covers in that time,
+        at most 3 box sizes (at one processed frame a second a face elsewhere in the picture is someone else).
+        Without it, a face moving faster than ``landmark_match / step`` box sizes per frame (0.15 at every 5th
+        frame: 3.75 face sizes a second at 25 fps) matched no track and got a new one, hence a new
+        pseudo-identity, on every processed frame. At one frame per call the gate is unchanged.
+        """
         cfg = self.config
+        if cfg.landmark_match <= 0:
+            return 0.0
+        if step <= 1:
+            return float(cfg.landmark_match)
+        return float(max(cfg.landmark_match, min(cfg.max_speed * step, _MAX_SKIP_GATE)))
+
+    # -- internals ------------------------------------------------------------------------------
+    def _match(self, dets: list[_Det], frame_index: int,
+               step: int = 1) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         n_t, n_d = len(self._tracks), len(dets)
         if n_t == 0 or n_d == 0:
             return [], list(range(n_t)), list(range(n_d))
@@ -379,7 +406,8 @@ class Tracker:
         matches = self._iou_pairs(pred, det_boxes)
         free_t = [i for i in range(n_t) if i not in {m[0] for m in matches}]
         free_d = [j for j in range(n_d) if j not in {m[1] for m in matches}]
-        if cfg.landmark_match > 0 and free_t and free_d:
+        gate = self.landmark_gate(step)
+        if gate > 0 and free_t and free_d:
             cost2 = np.full((len(free_t), len(free_d)), _FORBIDDEN)
             for a, ti in enumerate(free_t):
                 st = self._tracks[ti]
@@ -395,7 +423,7 @@ class Tracker:
                     else:
                         dist = float(np.linalg.norm(_centre(pred[ti]) - _centre(d.box)))
                     dist /= size
-                    if dist <= cfg.landmark_match:
+                    if dist <= gate:
                         cost2[a, b] = dist
             extra = [(free_t[a], free_d[b]) for a, b in linear_assignment(cost2) if cost2[a, b] < _FORBIDDEN]
             if extra:
