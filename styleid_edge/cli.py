@@ -121,7 +121,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                               detector=args.detector, detector_threshold=args.thresh,
                               weak_threshold=weak_threshold(args.weak_thresh), min_face=args.min_face,
                               detect_angles=args.detect_angles, providers=parse_providers(args.providers),
-                              donors=args.donors, **backend_config(args))
+                              donors=args.donors, **backend_config(args, long_running=False))
     options = JobOptions(crf=args.crf, quiet=args.quiet, report=args.report)
     report = anonymize_path(args.input, args.output, config, pack=args.pack, options=options)
     summary = report.to_dict()

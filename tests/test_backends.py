@@ -173,3 +173,19 @@ def test_io_binding_chain_equals_plain_runs(tiny_pack):
     np.testing.assert_allclose(chained, plain, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="at least one stage"):
         run_chain([], w)
+
+
+def test_file_jobs_run_the_torch_backend_without_compile_unless_asked():
+    """anonymize (files) passes compile=0 to the torch backend unless --backend-option compile is given: the
+    compile costs more at the start than a file job earns back; live and bench keep the backend's default."""
+    import argparse
+
+    from styleid_edge.runtime.backend_args import backend_config
+
+    def args(backend, *opts):
+        return argparse.Namespace(backend=backend, backend_option=list(opts), url=None)
+
+    assert backend_config(args("torch"), long_running=False)["backend_options"] == {"compile": False}
+    assert backend_config(args("torch", "compile=1"), long_running=False)["backend_options"]["compile"] == 1
+    assert "compile" not in backend_config(args("torch"))["backend_options"]  # live: the backend's default
+    assert backend_config(args("onnxruntime"), long_running=False)["backend_options"] == {}
