@@ -32,11 +32,10 @@ conv + FIR blur and the RGB skip's FIR upsampler, runs as one 3x3 conv + pixel s
 0 otherwise: it does 4x the multiply-adds in those convs, which fp32 convolutions (compute bound) pay for;
 H100 fp32 synthesis 11.7 vs 11.0 ms with and without it (two machines), 2-core CPU 256 px 1465 vs 933 ms),
 ``compile`` (the synthesis and the encoder through ``torch.compile`` (inductor) before the graph capture; default 1
-with fp16 and CUDA graphs (whose buckets bound the compiles) on CUDA where Triton is usable, else 0; `anonymize`
-passes 0 for files unless compile is given; measured on
-an H100 at 1024 px: encoder + synthesis 1.55 vs 3.40 ms per face at batch 8 and 4.16 vs 7.76 at batch 1. Each
-batch bucket compiles on first use, about 20 s per bucket for both models at 1024 px, cached on disk by inductor
-for later runs. When the default is in force and compiling fails, the model runs eagerly with a warning;
+with fp16 and CUDA graphs (whose buckets bound the compiles) on CUDA where Triton is usable, else 0; ``anonymize``
+passes 0 for files unless compile is given; measured on an H100 at 1024 px: encoder + synthesis 1.55 vs 3.40 ms
+per face at batch 8 and 4.16 vs 7.76 at batch 1. Each batch bucket compiles on first use, about 20 s per bucket
+for both models at 1024 px, cached on disk by inductor for later runs. When the default is in force and compiling fails, the model runs eagerly with a warning;
 ``compile=1`` given explicitly makes the failure an error).
 """
 
