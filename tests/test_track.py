@@ -370,3 +370,29 @@ def test_real_clip_processed_every_5th_frame_keeps_one_track_per_face(yunet):
             assert iou[best] > 0.5 and not tracks[best].is_held, (f, gt.face_id)  # detected and covered
             ids[gt.face_id].add(tracks[best].track_id)
     assert len(ids[0]) == 1 and len(ids[1]) == 1 and ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("speed", [18.0, 23.0])
+def test_small_fast_face_keeps_one_track(speed):
+    """A 20 px face moving 18-23 px a frame (0.9-1.15 face sizes: a distant passer-by, or any face in a camera
+    pan): boxes of consecutive frames barely overlap and its landmarks move past 0.75 face sizes, so without
+    the pixel floor (min_motion_px) it got a new track, hence a new pseudo-identity, on most frames."""
+    rng = np.random.default_rng(3)
+    tracker = Tracker(TrackerConfig())
+    ids = set()
+    for f in range(20):
+        (t,) = tracker.update([face(60 + speed * f, 300, size=20.0, rng=rng, noise=0.5)], f)
+        ids.add(t.track_id)
+    assert len(ids) == 1
+    off = Tracker(TrackerConfig(min_motion_px=0.0))  # the old behaviour: size-relative gates only
+    old_ids = {off.update([face(60 + speed * f, 300, size=20.0)], f)[0].track_id for f in range(20)}
+    assert len(old_ids) > 5
+
+
+def test_min_motion_px_leaves_large_faces_alone():
+    """The floor is below what the size-relative gates give faces of 48 px and more: their matching is as
+    before (two 80 px faces crossing keep their ids, test above), and the value must not be negative."""
+    cfg = TrackerConfig()
+    assert cfg.max_speed * 48 >= cfg.min_motion_px and cfg.landmark_match * 48 >= cfg.min_motion_px
+    with pytest.raises(ValueError, match="min_motion_px"):
+        TrackerConfig(min_motion_px=-1.0)

@@ -252,8 +252,9 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
                         auto c1 = centre(pred[free_t[a]]), c2 = centre(d.box);
                         dist = std::hypot(c1[0] - c2[0], c1[1] - c2[1]);
                     }
-                    dist /= size;
-                    if (dist <= cfg.landmark_match) cost2[a * b_n + b] = dist;
+                    // the pixel floor lets small fast faces (a camera pan) keep their track, as track.py does
+                    if (dist <= cfg.landmark_match * size || dist <= cfg.min_motion_px)
+                        cost2[a * b_n + b] = dist / size;
                 }
             }
             std::vector<std::pair<int, int>> &extra = extra_;
@@ -302,7 +303,7 @@ const std::vector<Track> &Tracker::update(const std::vector<Detection> &detectio
         std::array<double, 2> observed{(c_new[0] - c_old[0]) / gap, (c_new[1] - c_old[1]) / gap};
         if (st.hits == 1) st.velocity = observed;
         else st.velocity = {0.5 * st.velocity[0] + 0.5 * observed[0], 0.5 * st.velocity[1] + 0.5 * observed[1]};
-        double limit = cfg.max_speed * box_size(det.box);
+        double limit = std::max(cfg.max_speed * box_size(det.box), cfg.min_motion_px);
         double speed = std::hypot(st.velocity[0], st.velocity[1]);
         if (speed > limit) st.velocity = {st.velocity[0] * (limit / speed), st.velocity[1] * (limit / speed)};
         st.box = det.box;

@@ -21,6 +21,7 @@ struct TrackerConfig {
     double landmark_match = 0.75;
     double hold_grow = 0.10;
     double max_speed = 0.5;
+    double min_motion_px = 24.0;  // floor of the velocity cap and landmark gate (track.py TrackerConfig)
     uint64_t seed = 0;
     double max_landmark_lag = 0.15;
 };

@@ -25,7 +25,8 @@ Per frame, :meth:`Tracker.update` takes the detector's faces and returns one
 * **Hold-over.** A confirmed track that misses its detection is still returned
   for up to ``hold_frames`` frames (``is_held=True``), its box extrapolated with
   its last centre velocity and enlarged by ``hold_grow`` per missed frame, so a
-  one- or two-frame detector miss never leaks a face. It ends once it has
+  one- or two-frame detector miss never leaks a face (a face first seen one frame
+  before the miss has no velocity yet: its held box stays where it was). It ends once it has
   missed both ``hold_frames`` frames of the stream and ``hold_frames`` calls of
   :meth:`Tracker.update`: a live pipeline that drops frames under load (frame
   indices jumping by 5) still holds a face over that many *processed* frames.
@@ -191,6 +192,8 @@ class TrackerConfig:
         skipped, see Tracker.landmark_gate); 0 disables it.
     hold_grow: box enlargement per missed frame during hold-over (0.1 = +10 %).
     max_speed: cap on the extrapolation velocity, in box sizes per frame.
+    min_motion_px: pixels per frame any face may move whatever its size (a camera pan moves a 20 px face as many
+        pixels as a 200 px one): the floor of the velocity cap and of the landmark gate between consecutive frames.
     seed: the run seed that every track's pseudo-identity seed derives from.
     """
 
@@ -205,6 +208,7 @@ class TrackerConfig:
     landmark_match: float = 0.75
     hold_grow: float = 0.10
     max_speed: float = 0.5
+    min_motion_px: float = 24.0
     seed: int = 0
     # Smoothed landmarks may trail the detector's by at most this many eye distances; beyond that the
     # filter restarts from the detection (a lagging alignment would paste the new face beside the real one).
@@ -219,6 +223,8 @@ class TrackerConfig:
             raise ValueError(f"smoothing must be 'one_euro' or 'none', got {self.smoothing!r}")
         if self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.min_motion_px < 0:
+            raise ValueError(f"min_motion_px must be >= 0, got {self.min_motion_px}")
 
 
 @dataclass(frozen=True)
@@ -398,6 +404,7 @@ class Tracker:
     # -- internals ------------------------------------------------------------------------------
     def _match(self, dets: list[_Det], frame_index: int,
                step: int = 1) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        cfg = self.config
         n_t, n_d = len(self._tracks), len(dets)
         if n_t == 0 or n_d == 0:
             return [], list(range(n_t)), list(range(n_d))
@@ -422,9 +429,8 @@ class Tracker:
                         dist = float(np.linalg.norm(p_lm - d.landmarks, axis=1).mean())
                     else:
                         dist = float(np.linalg.norm(_centre(pred[ti]) - _centre(d.box)))
-                    dist /= size
-                    if dist <= gate:
-                        cost2[a, b] = dist
+                    if dist <= gate * size or dist <= cfg.min_motion_px:  # the pixel floor: small fast faces
+                        cost2[a, b] = dist / size
             extra = [(free_t[a], free_d[b]) for a, b in linear_assignment(cost2) if cost2[a, b] < _FORBIDDEN]
             if extra:
                 log.debug("landmark fallback matched %d track(s)", len(extra))
@@ -479,7 +485,7 @@ class Tracker:
         gap = frame_index - st.last_frame
         observed = (_centre(det.box) - _centre(st.box)) / gap
         st.velocity = observed if st.hits == 1 else 0.5 * st.velocity + 0.5 * observed
-        limit = cfg.max_speed * _box_size(det.box)
+        limit = max(cfg.max_speed * _box_size(det.box), cfg.min_motion_px)
         speed = float(np.linalg.norm(st.velocity))
         if speed > limit:
             st.velocity = st.velocity * (limit / speed)
