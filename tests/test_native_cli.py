@@ -191,3 +191,25 @@ def test_rt_says_when_the_pack_has_no_calibrated_identity_ranks(
         assert ("no calibrated identity ranks" in run.stderr) == (not calibrated), run.stderr
         with native.create(pack) as h:
             assert h.info().ranks_calibrated == calibrated
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_rt_writes_a_rotation_tagged_clip_upright(rt, native_assets, tmp_path, rotation):  # noqa: F811
+    """A phone clip: frames stored sideways with a display rotation. The output shows it the way a player (and
+    the Python runtime, through PyAV) does; OpenCV 4.6 alone turned such clips upside down (opencv#22088)."""
+    from media import make_video
+
+    from styleid_edge.runtime.video import from_display
+
+    clip = moving_faces_clip(3, size=(320, 180), fps=FPS, face_height=0.35, audio=False, seed=5)
+    stored = [from_display(f, rotation) for f in clip.frames]  # what the camera wrote
+    src = make_video(tmp_path / "phone.mp4", stored, fps=FPS, audio=False, rotation=rotation)
+    run = _run(rt, src, "-o", tmp_path / "o.png", "--pack", native_assets / "pack", "--method", "pixelate",
+               "--max-frames", "1", "-q")
+    assert run.returncode == 0, run.stderr
+    out = cv2.imread(str(tmp_path / "o.png"))
+    upright = clip.frames[0]
+    assert out.shape == upright.shape
+    diff = float(np.abs(out.astype(np.int16) - upright).mean())
+    turned = float(np.abs(out.astype(np.int16) - cv2.rotate(upright, cv2.ROTATE_180)).mean())
+    assert diff < 12 and turned > 2 * diff, (diff, turned)  # upright (the pixelated face aside), not turned

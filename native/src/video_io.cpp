@@ -1,5 +1,6 @@
 // video_io.cpp - the C API's video helpers on OpenCV videoio (FFmpeg backend on Debian).
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -25,6 +26,8 @@ struct styleid_edge_reader {
     bool is_image = false;
     cv::Mat frame;
     int width = 0, height = 0;
+    int rotate_code = -1;  // cv::RotateFlags applied to each frame (OpenCV 4.6's auto-rotation replaced), -1: none
+    cv::Mat upright;
     std::string uri;
 };
 
@@ -98,6 +101,26 @@ private:
     std::string old_;
     std::unique_lock<std::mutex> lock_;
 };
+
+// OpenCV 4.6.x reads a stream's display rotation with the wrong sign (opencv/opencv#22088: a phone clip tagged
+// 90 reports 270), so its auto-rotation turns portrait clips upside down. There: take the stored frames, flip the
+// reported angle and rotate here, the way players (and the Python runtime, through PyAV) show the clip. Other
+// OpenCV versions rotate correctly on their own (CAP_PROP_ORIENTATION_AUTO, on by default for FFmpeg).
+void fix_orientation(styleid_edge_reader &r) {
+#if CV_VERSION_MAJOR == 4 && CV_VERSION_MINOR == 6
+    const int reported = static_cast<int>(std::lround(r.capture.get(cv::CAP_PROP_ORIENTATION_META)));
+    const int angle = ((360 - reported) % 360 + 360) % 360;  // clockwise degrees, as OpenCV 4.5 / 4.7+ report
+    if (angle == 0 || !r.capture.set(cv::CAP_PROP_ORIENTATION_AUTO, 0)) return;
+    r.width = static_cast<int>(r.capture.get(cv::CAP_PROP_FRAME_WIDTH));  // the stored size now
+    r.height = static_cast<int>(r.capture.get(cv::CAP_PROP_FRAME_HEIGHT));
+    if (angle == 90) r.rotate_code = cv::ROTATE_90_CLOCKWISE;
+    else if (angle == 180) r.rotate_code = cv::ROTATE_180;
+    else if (angle == 270) r.rotate_code = cv::ROTATE_90_COUNTERCLOCKWISE;
+    if (angle == 90 || angle == 270) std::swap(r.width, r.height);
+#else
+    (void)r;
+#endif
+}
 
 bool open_capture(cv::VideoCapture &capture, const std::string &uri, const styleid_edge_reader_options &o) {
     std::vector<int> params;
@@ -182,6 +205,7 @@ styleid_edge_status styleid_edge_reader_open_with(const char *uri, const styleid
         }
         r->width = static_cast<int>(r->capture.get(cv::CAP_PROP_FRAME_WIDTH));
         r->height = static_cast<int>(r->capture.get(cv::CAP_PROP_FRAME_HEIGHT));
+        fix_orientation(*r);
         if (width) *width = r->width;
         if (height) *height = r->height;
         if (fps) {
@@ -207,6 +231,9 @@ styleid_edge_status styleid_edge_reader_read(styleid_edge_reader *r, uint8_t *bg
             r->image = cv::Mat();
         } else if (!r->capture.read(r->frame) || r->frame.empty()) {
             return STYLEID_EDGE_OK;  // end of stream
+        } else if (r->rotate_code >= 0) {
+            cv::rotate(r->frame, r->upright, r->rotate_code);
+            std::swap(r->frame, r->upright);
         }
         if (r->frame.cols != r->width || r->frame.rows != r->height || r->frame.type() != CV_8UC3)
             return set_error(STYLEID_EDGE_ERR_IO, r->uri + ": frame size or format changed mid-stream");
