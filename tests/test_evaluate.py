@@ -11,14 +11,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from media import load_photo, make_video, moving_faces_clip
+from media import load_photo, make_video, moving_faces_clip, truncate
 
-from styleid_edge.calibration.evaluate import EvalConfig, Evaluator, evaluate
+from styleid_edge.calibration.evaluate import EvalConfig, EvaluateError, Evaluator, evaluate, resolve_pairs
 from styleid_edge.calibration.evaluate_cli import register_evaluate
 from styleid_edge.runtime.align import similarity_transform
 from styleid_edge.runtime.detect import make_detector
 from styleid_edge.runtime.fallback import blur, pixelate
 from styleid_edge.runtime.recognize import SAME_PERSON_COSINE
+from styleid_edge.runtime.video import VideoReader, probe
 
 UNTOUCHED = {3, 7}
 N_FRAMES = 12
@@ -266,3 +267,132 @@ def test_cli_exit_codes_report_and_plot(clip_pair, tmp_path: Path, capsys) -> No
     assert _run(["evaluate", str(original), str(short), "-q"]) == 2
     err = capsys.readouterr().err
     assert "frames" in err and "short.mp4" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# what anonymize writes: folders mirrored recursively, cut-off videos
+
+
+def _pixelated(image: np.ndarray, detector) -> np.ndarray:
+    out = image.copy()
+    for d in detector.detect(image):
+        pixelate(out, d.box, blocks=8, margin=0.25)
+    return out
+
+
+def _write(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image), path
+    return path
+
+
+def _rel_pairs(pairs, original: Path, anonymized: Path) -> list[tuple[str, str]]:
+    return [(p.original.relative_to(original).as_posix(), p.anonymized.relative_to(anonymized).as_posix())
+            for p in pairs]
+
+
+def test_folders_pair_every_file_by_relative_path_subfolders_included(evaluator: Evaluator, tmp_path: Path,
+                                                                     capsys) -> None:
+    """``anonymize in -o out`` mirrors in's subfolders; evaluate pairs every input with the output at the same
+    relative path (a name repeated in a subfolder is another file), skips what anonymize skips (hidden files,
+    ``*.partial.*`` leftovers, non-media), and refuses, naming them, inputs with no output."""
+    det = evaluator.detector
+    obama, biden = load_photo("obama.jpg"), load_photo("biden.jpg")
+    src, out = tmp_path / "in", tmp_path / "out"
+    _write(src / "a.png", obama)
+    _write(src / "sub" / "a.png", biden)  # same name as the top-level file: it must meet its own output
+    _write(src / "sub" / "deeper" / "b.jpg", biden)
+    _write(src / ".hidden" / "x.png", obama)  # what anonymize skips needs no output
+    _write(src / "c.partial.png", obama)
+    (src / "notes.txt").write_text("not an image")
+    _write(out / "a.png", _pixelated(obama, det))
+    _write(out / "sub" / "a.png", biden)  # left untouched: a leak, but only in the subfolder
+    _write(out / "sub" / "deeper" / "b.jpg", _pixelated(biden, det))
+    _write(out / "stray.png", obama)  # an output with no input is ignored
+
+    pairs = resolve_pairs(src, out)
+    assert _rel_pairs(pairs, src, out) == [("a.png", "a.png"), ("sub/a.png", "sub/a.png"),
+                                           ("sub/deeper/b.jpg", "sub/deeper/b.jpg")]
+    d = evaluate(src, out, EvalConfig(progress=False), detector=det, recognizer=evaluator.recognizer).to_dict()
+    leaks = {Path(f["original"]).relative_to(src).as_posix(): f["leaks"] for f in d["files"]}
+    assert leaks == {"a.png": 0, "sub/a.png": 1, "sub/deeper/b.jpg": 0}, d["files"]
+    assert d["frames"] == 3
+    assert _run(["evaluate", str(src), str(out), "-q"]) == 1  # the leak in the subfolder is found
+
+    # a file and the folder anonymize FILE -o FOLDER wrote it into
+    assert _run(["evaluate", str(src / "a.png"), str(out), "-q"]) == 0
+
+    # an input with no output (anonymize stopped before finishing it): exit 2, naming it
+    (out / "sub" / "deeper" / "b.jpg").rename(out / "sub" / "deeper" / "b.partial.jpg")
+    capsys.readouterr()
+    assert _run(["evaluate", str(src), str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "no anonymized counterpart" in err and "sub/deeper/b.jpg" in err and "b.partial.jpg" in err, err
+    (tmp_path / "empty_out").mkdir()
+    with pytest.raises(EvaluateError, match=r"3 of the 3 input file\(s\)"):
+        resolve_pairs(src, tmp_path / "empty_out")
+
+    # an output in another format stands in only when it is no other input's own output
+    other_in, other_out = tmp_path / "in2", tmp_path / "out2"
+    _write(other_in / "k.png", obama)
+    _write(other_in / "k.jpg", biden)
+    _write(other_in / "p" / "x.png", biden)
+    _write(other_out / "k.jpg", biden)
+    _write(other_out / "p" / "x.jpg", biden)
+    with pytest.raises(EvaluateError) as exc:  # k.jpg is k.jpg's output, not a stand-in for k.png's
+        resolve_pairs(other_in, other_out)
+    assert "1 of the 3 input file(s)" in str(exc.value) and ": k.png. " in str(exc.value), exc.value
+    _write(other_out / "k.png", obama)
+    assert _rel_pairs(resolve_pairs(other_in, other_out), other_in, other_out) == [
+        ("k.jpg", "k.jpg"), ("k.png", "k.png"), ("p/x.png", "p/x.jpg")]
+
+    # the output folder inside the input folder: its files are outputs, not inputs (as anonymize treats them)
+    nested = tmp_path / "nested"
+    _write(nested / "a.png", obama)
+    _write(nested / "anon" / "a.png", _pixelated(obama, det))
+    assert _rel_pairs(resolve_pairs(nested, nested / "anon"), nested, nested / "anon") == [("a.png", "a.png")]
+
+
+def test_cut_off_original_is_compared_over_the_frames_that_decode(evaluator: Evaluator, tmp_path: Path,
+                                                                  capsys) -> None:
+    """A cut-off MP4 lists more frames than decode; anonymize writes those that decode (and exits 3). Evaluate
+    compares exactly those, and still refuses an output with fewer or more frames."""
+    n_frames = 30
+    clip = moving_faces_clip(n_frames, (640, 360), photos=("obama.jpg",), background="plain", seed=7,
+                             path=tmp_path / "whole.mp4", audio=False, gop=5)
+    cut = truncate(tmp_path / "whole.mp4", tmp_path / "cut.mp4", 0.5)
+    info = probe(cut)
+    assert info.frame_count_exact and info.frame_count == n_frames
+    decoded = [f.image for f in VideoReader(cut)]
+    n = len(decoded)
+    assert 3 < n < n_frames, n
+
+    def anonymized(frames: list[np.ndarray], name: str) -> Path:
+        out = []
+        for frame, boxes in zip(frames, clip.boxes):
+            frame = frame.copy()
+            for b in boxes:
+                pixelate(frame, np.array(b.xyxy), blocks=8, margin=0.25)
+            out.append(frame)
+        return make_video(tmp_path / name, out, fps=clip.fps, audio=False)
+
+    anon = anonymized(decoded, "anon.mp4")  # what anonymize writes for the cut file
+    d = evaluate(cut, anon, EvalConfig(progress=False), detector=evaluator.detector,
+                 recognizer=evaluator.recognizer).to_dict()
+    assert d["frames"] == n and d["faces"] == n and d["leaks"] == 0, d
+    assert any("missing-frames" in e for e in d["read_errors"]), d["read_errors"]
+    assert _run(["evaluate", str(cut), str(anon), "-q"]) == 0
+
+    capsys.readouterr()
+    short = anonymized(decoded[:-1], "short.mp4")  # a frame lost: still refused
+    assert _run(["evaluate", str(cut), str(short), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cut.mp4" in err and "short.mp4" in err and f"at least {n} of which decode" in err, err
+    extra = anonymized(decoded + clip.frames[n:n + 2], "extra.mp4")  # two frames more than decode
+    assert _run(["evaluate", str(cut), str(extra), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "extra.mp4" in err and f"only {n} of which decode" in err, err
+    longer = anonymized(clip.frames, "whole_anon.mp4")  # made from the whole file: more frames than decode
+    assert _run(["evaluate", str(cut), str(longer), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cut.mp4" in err and "whole_anon.mp4" in err and f"has {n} frames that decode" in err, err

@@ -29,10 +29,13 @@ Also measured:
   ``outside_margin`` of its width/height on each side (default 0.5); it should be near zero (only
   codec noise).
 
-Inputs: two images, two videos (frames paired in order; counts must match), or two folders whose
-images/videos are paired by file name. Videos are turned upright (display rotation) before
-detection. For folders, frame indices in ``leak_frames`` run across the files in sorted order (a
-still image is one frame); each file's own indices are under ``files``.
+Inputs: two images, two videos (frames paired in order; the output must have every frame of the
+original that decodes -- a damaged or cut-off original is compared over its decodable frames, as
+``anonymize`` wrote them), or two folders whose images/videos are paired by relative path, subfolders
+included, as ``anonymize FOLDER -o OUT`` writes them (every input must have its output); a file and
+a folder pair the file with the folder's file of that name. Videos are turned upright (display
+rotation) before detection. For folders, frame indices in ``leak_frames`` run across the files in
+sorted order (a still image is one frame); each file's own indices are under ``files``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -529,58 +533,135 @@ def _kind(path: Path) -> str:
     return kind
 
 
+def _missing_note(target: Path) -> str:
+    """Why ``target`` (an expected output) may be missing: the leftovers anonymize keeps next to it."""
+    if not target.parent.is_dir():
+        return ""
+    pattern = re.compile(re.escape(target.stem) + r"(-\d+)?\.partial" + re.escape(target.suffix))
+    partial = sorted(p.name for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+    return f" (only {partial[0]} is there: that run stopped before the file was complete)" if partial else ""
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "image" else f"a {kind}"
+
+
+def _under(path: Path, root: Path) -> bool:
+    return root in path.resolve().parents
+
+
 def resolve_pairs(original: str | os.PathLike, anonymized: str | os.PathLike) -> list[Pair]:
-    """The (original, anonymized) file pairs: two files of one kind, or two folders paired by file
-    name (then by name without extension, for outputs written in another format)."""
-    from ..runtime.images import iter_inputs
+    """The (original, anonymized) file pairs, mirroring ``anonymize``'s own mapping
+    (:func:`styleid_edge.runtime.jobs.plan_outputs`): two files of one kind; a file and a folder
+    (``anonymize FILE -o FOLDER`` writes ``FOLDER/<file name>``); or two folders, where every image
+    and video under ORIGINAL, subfolders included (hidden files and ``*.partial.*`` leftovers are
+    skipped, as ``anonymize`` skips them), is paired with the file at the same relative path under
+    ANONYMIZED -- or, failing that, with the one file there of the same name without extension and
+    of the same kind (an output written in another format). An input with no counterpart is an
+    error naming it (a folder is never checked partly); files under ANONYMIZED with no input are
+    logged and ignored."""
+    from ..runtime.images import input_kind, iter_inputs
 
     o, a = Path(original), Path(anonymized)
     for p, role in ((o, "ORIGINAL"), (a, "ANONYMIZED")):
         if not p.exists():
             raise EvaluateError(f"{p}: no such file or folder ({role}); check the path "
                                 f"(relative paths start at {Path.cwd()})")
-    if o.is_dir() != a.is_dir():
-        raise EvaluateError(f"{o} and {a}: one is a folder and the other a file; pass two files or two folders")
+    if o.is_dir() and not a.is_dir():
+        raise EvaluateError(f"{o} is a folder but {a} is a file; pass two files or two folders")
     if not o.is_dir():
+        if a.is_dir():  # anonymize FILE -o FOLDER wrote FOLDER/<file name>
+            target = a / o.name
+            if not target.is_file():
+                raise EvaluateError(f"{a} is a folder with no {o.name}{_missing_note(target)}: anonymize FILE -o "
+                                    f"FOLDER writes FOLDER/{o.name}; pass the anonymized file itself")
+            a = target
         ko, ka = _kind(o), _kind(a)
         if ko != ka:
             raise EvaluateError(f"{o} is an {ko} but {a} is a {ka}; compare an output with the input it was made from")
         return [Pair(o, a, ko)]
-    outs = list(iter_inputs(a))
-    by_name = {p.name: p for p in outs}
-    by_stem: dict[str, list[Path]] = {}
+
+    o_root, a_root = o.resolve(), a.resolve()
+    # As anonymize: an output folder inside the input folder holds outputs, not inputs (and the reverse).
+    sources = [p for p in iter_inputs(o, recursive=True) if not (o_root in a_root.parents and _under(p, a_root))]
+    if not sources:
+        raise EvaluateError(f"{o} holds no images or videos (subfolders included); pass a folder of inputs")
+    outs = [p for p in iter_inputs(a, recursive=True) if not (a_root in o_root.parents and _under(p, o_root))]
+    source_rels = {src.relative_to(o) for src in sources}
+    by_stem: dict[tuple[Path, str], list[Path]] = {}
     for p in outs:
-        by_stem.setdefault(p.stem, []).append(p)
-    pairs, missing = [], []
-    for src in iter_inputs(o):
-        match = by_name.get(src.name)
-        if match is None and len(by_stem.get(src.stem, [])) == 1:
-            match = by_stem[src.stem][0]
-        if match is None:
-            missing.append(src.name)
+        rel = p.relative_to(a)
+        if rel not in source_rels:  # an exact counterpart of another input is never a stand-in for this one
+            by_stem.setdefault((rel.parent, rel.stem), []).append(p)
+    pairs: list[Pair] = []
+    missing: list[str] = []
+    wrong_kind: list[str] = []
+    for src in sources:
+        rel = src.relative_to(o)
+        kind = _kind(src)
+        target = a / rel
+        if not target.is_file():
+            others = [p for p in by_stem.get((rel.parent, rel.stem), []) if input_kind(p) == kind]
+            if len(others) != 1:
+                missing.append(f"{rel}{_missing_note(target)}")
+                continue
+            target = others[0]
+            log.info("%s: paired with %s (same name, another format)", src, target)
+        elif (found := input_kind(target)) != kind:
+            wrong_kind.append(f"{rel} is {_a(kind)} but {target} is {_a(found) if found else 'neither'}")
             continue
-        pairs.append(Pair(src, match, _kind(src)))
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise EvaluateError(f"{a} has no counterpart of {shown} from {o}; the folders are paired by file name "
-                            "-- pass the output folder made from this input folder")
-    if not pairs:
-        raise EvaluateError(f"{o} holds no images or videos; pass a folder of inputs")
-    extra = {p.name for p in outs} - {p.anonymized.name for p in pairs}
+        pairs.append(Pair(src, target, kind))
+    for problems, what in ((missing, "no anonymized counterpart"), (wrong_kind, "a counterpart of another kind")):
+        if problems:
+            shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+            raise EvaluateError(
+                f"{len(problems)} of the {len(sources)} input file(s) under {o} have {what} under {a}: {shown}. "
+                "anonymize FOLDER -o OUT writes each input to the same relative path under OUT (subfolders "
+                "included); anonymize the missing files again (a file anonymize could not read has no output), "
+                "or pass the output folder made from this input folder")
+    paired = {p.anonymized.resolve() for p in pairs}
+    extra = sorted(str(p.relative_to(a)) for p in outs if p.resolve() not in paired)
     if extra:
-        log.warning("%s: %d file(s) with no original in %s are ignored (e.g. %s)", a, len(extra), o, min(extra))
+        log.warning("%s: %d file(s) with no original in %s are ignored (e.g. %s)", a, len(extra), o, extra[0])
     return pairs
 
 
+def _decodable_frames(path: Path, limit: int) -> int:
+    """How many frames of ``path`` decode -- as ``anonymize`` reads it (:class:`VideoReader`, which skips
+    damaged packets and stops where a cut-off file ends) -- counting up to ``limit``."""
+    from ..runtime.video import VideoReader
+
+    reader = VideoReader(path)
+    frames = iter(reader)
+    try:
+        return sum(1 for _ in itertools.islice(frames, limit))
+    finally:
+        frames.close()
+        reader.close()
+
+
 def _check_counts(pair: Pair) -> int | None:
+    """The number of frame pairs to compare when the containers tell it, refusing videos of different
+    lengths before any work. A damaged or cut-off original decodes fewer frames than its container lists
+    (``anonymize`` writes those and exits 3): an output with exactly its decodable frames is accepted."""
     from ..runtime.video import probe
 
     io, ia = probe(pair.original), probe(pair.anonymized)
-    if io.frame_count_exact and ia.frame_count_exact and io.frame_count != ia.frame_count:
-        raise EvaluateError(f"{pair.original} has {io.frame_count} frames but {pair.anonymized} has "
-                            f"{ia.frame_count}: frames are paired by order, so the anonymized video must keep "
-                            "every frame; compare it with the exact input it was made from")
-    return io.frame_count or None
+    if not (io.frame_count_exact and ia.frame_count_exact) or io.frame_count == ia.frame_count:
+        return io.frame_count or None
+    decodable = _decodable_frames(pair.original, ia.frame_count + 1)  # one more tells "more" from "as many"
+    if decodable == ia.frame_count:
+        log.warning("%s: only %d of the %d frames its container lists decode (the file is damaged or cut off); "
+                    "%s has those %d frames, which are compared", pair.original, decodable, io.frame_count,
+                    pair.anonymized, decodable)
+        return decodable
+    has = f"{io.frame_count} frames"
+    if decodable < io.frame_count:
+        has += (f", at least {decodable} of which decode," if decodable > ia.frame_count  # (counting stopped)
+                else f", only {decodable} of which decode (it is damaged or cut off),")
+    raise EvaluateError(f"{pair.original} has {has} but {pair.anonymized} has {ia.frame_count}: frames are "
+                        "paired by order, so the anonymized video must keep every frame that decodes; compare "
+                        "it with the exact input it was made from")
 
 
 def _frames(pair: Pair, errors: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -600,10 +681,10 @@ def _frames(pair: Pair, errors: list[str]) -> Iterator[tuple[np.ndarray, np.ndar
             if fo is None and fa is None:
                 break
             if fo is None or fa is None:
-                no, na = count_frames(pair.original), count_frames(pair.anonymized)
-                raise EvaluateError(f"{pair.original} has {no} frames but {pair.anonymized} has {na} (decoding "
-                                    f"stopped after {n}): frames are paired by order; compare the output with "
-                                    "the exact input it was made from")
+                short, longer = (pair.original, pair.anonymized) if fo is None else (pair.anonymized, pair.original)
+                raise EvaluateError(f"{short} has {n} frames that decode but {longer} has more (its container "
+                                    f"lists {count_frames(longer)}): frames are paired by order; compare the "
+                                    "output with the exact input it was made from")
             yield to_display(fo.image, ro.info.rotation), to_display(fa.image, ra.info.rotation)
             n += 1
     finally:

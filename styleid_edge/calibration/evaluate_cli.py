@@ -94,7 +94,9 @@ def register_evaluate(subparsers: Any) -> None:
                     "face recognizer; a face whose identity still matches (cosine >= threshold) or that was not "
                     "changed at all is a leak. Also reports detection coverage, per-track landmark jitter and "
                     "identity consistency, and image change outside the faces. ORIGINAL and ANONYMIZED are two "
-                    "images, two videos (same frame count) or two folders paired by file name. "
+                    "images, two videos (the output must have every frame of the original that decodes), a file "
+                    "and the folder it was anonymized into, or two folders paired by relative path, subfolders "
+                    "included, as `anonymize FOLDER -o OUT` writes them. "
                     "Exit code: 0 no leak, 1 leak(s), 2 error.")
     p.add_argument("original", metavar="ORIGINAL", help="the input image, video or folder")
     p.add_argument("anonymized", metavar="ANONYMIZED", help="what the anonymizer (or blur/pixelate) made of it")
