@@ -115,7 +115,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                          "--workers (without --ray one process handles the files one after another)")
     from .runtime.anonymizer import AnonymizerConfig, weak_threshold
     from .runtime.backends import parse_providers
-    from .runtime.jobs import JobOptions, anonymize_path
+    from .runtime.jobs import JobOptions, OutputError, anonymize_path
 
     config = AnonymizerConfig(method=args.method, strength=args.strength, seed=args.seed, target=args.target,
                               detector=args.detector, detector_threshold=args.thresh,
@@ -123,7 +123,11 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                               detect_angles=args.detect_angles, providers=parse_providers(args.providers),
                               donors=args.donors, **backend_config(args, long_running=False))
     options = JobOptions(crf=args.crf, quiet=args.quiet, report=args.report)
-    report = anonymize_path(args.input, args.output, config, pack=args.pack, options=options)
+    try:
+        report = anonymize_path(args.input, args.output, config, pack=args.pack, options=options)
+    except OutputError as exc:  # processed, but the output could not be finished (disk full): not exit 2
+        print(f"error: {exc}{f' (report: {args.report})' if args.report else ''}", file=sys.stderr)
+        return 1
     summary = report.to_dict()
     if not args.quiet:
         fb = ", ".join(f"{k}: {v}" for k, v in summary["fallbacks"].items()) or "none"

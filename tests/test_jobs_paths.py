@@ -72,11 +72,12 @@ def test_folder_input_walks_subfolders_and_skips_its_own_output_folder(tmp_path,
     assert cli_main(argv) == 0
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["2024-05-01/cam 1/nested.jpg", "2024-05-01/clip.mp4", "top.jpg"]
-    assert "skipping 1 file(s) that are neither images nor videos: notes.txt" in caplog.text
+    assert "skipping 1 file(s) that are not inputs (1 neither image nor video): notes.txt" in caplog.text
     a, b = cv2.imread(str(src / "2024-05-01" / "cam 1" / "nested.jpg")), cv2.imread(str(out / written[0]))
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 50
     d = json.loads(report_path.read_text())
     assert d["tool"].startswith("styleid-edge ") and not d["failed"] and not d["errors"]
+    assert d["skipped"] == [{"path": str(src / "notes.txt"), "reason": "neither an image nor a video"}]
     by_name = {Path(e["input"]).name: e for e in d["inputs"]}
     assert by_name["clip.mp4"]["output_sha256"] == sha256_file(out / "2024-05-01" / "clip.mp4")
     assert by_name["nested.jpg"]["input_sha256"] == sha256_file(src / "2024-05-01" / "cam 1" / "nested.jpg")
@@ -268,3 +269,204 @@ def test_ctrl_c_stays_the_outcome_when_finishing_the_output_fails_too(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().endswith("interrupted"), done.stderr[-2000:]
     assert "kept" in done.stderr and not out.exists()
     assert list(tmp_path.glob("out*.partial.mp4")), sorted(p.name for p in tmp_path.iterdir())
+
+
+# --- paths that cannot be written, skipped inputs, stale partial files, a full disk ----------------------
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder that refuses new files (chmod 555); skipped where that does not stop writes (root, some file
+    systems), where the tests with a file in the path cover the refusal."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    probe = ro / "probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        yield ro
+        ro.chmod(0o755)
+        return
+    probe.unlink()
+    ro.chmod(0o755)
+    pytest.skip("a read-only folder does not stop writes here (running as root?); the test with a file in the "
+                "path covers the refusal")
+
+
+def test_unwritable_report_path_is_refused_before_the_models_load(tmp_path, capsys, caplog):
+    photo = _small_photo(tmp_path / "p.jpg")
+    blocker = tmp_path / "notes.txt"  # a regular file where the report's folder would be: no one can write there
+    blocker.write_text("a file, not a folder")
+    caplog.set_level("INFO")
+    for report in (blocker / "r.json", blocker / "deep" / "r.json"):
+        assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "o.jpg"), "--report", str(report),
+                         "--method", "pixelate", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write the report {report}" in err and "is a file, not a folder" in err, err
+        assert "--report path in a folder you can write to" in err
+    assert not (tmp_path / "o.jpg").exists() and "Traceback" not in caplog.text
+
+
+def test_read_only_report_folder_is_refused(tmp_path, capsys, read_only_dir):
+    ro = read_only_dir
+    photo = _small_photo(tmp_path / "p.jpg")
+    assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "o.jpg"), "--report", str(ro / "r.json"),
+                     "--method", "pixelate", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the report {ro / 'r.json'}" in err and "not writable" in err
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_report_that_cannot_be_written_at_the_end_exits_3(tmp_path, capsys, monkeypatch):
+    """The report's folder passed the check, but writing fails at the end (e.g. the disk filled up): the
+    run says so on stderr and exits 3 (done, with errors), not 0."""
+    import errno
+
+    photo = _small_photo(tmp_path / "p.jpg")
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name == "r.json.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert cli_main(["anonymize", str(photo), "-o", str(tmp_path / "o.jpg"), "--report", str(tmp_path / "r.json"),
+                     "--method", "pixelate", "-q"]) == 3
+    err = capsys.readouterr().err
+    assert f"could not write the report {tmp_path / 'r.json'} (No space left on device)" in err
+    assert (tmp_path / "o.jpg").is_file() and not (tmp_path / "r.json").exists()
+    assert not (tmp_path / "r.json.tmp").exists()
+
+
+def test_unwritable_output_is_refused_before_any_frame_is_processed(tmp_path, capsys, caplog):
+    clip = media.moving_faces_clip(n_frames=3, size=(160, 120), path=tmp_path / "in.mp4", audio=False)
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    _small_photo(folder / "a.jpg")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    caplog.set_level("INFO")
+    for src, out in ((clip.path, blocker / "x.mp4"), (folder, blocker / "fo"), (folder, blocker / "fo" / "deep")):
+        assert cli_main(["anonymize", str(src), "-o", str(out), "--method", "pixelate", "-q"]) == 2, out
+        err = capsys.readouterr().err
+        assert "cannot write the output" in err and f"{blocker} is a file, not a folder" in err, err
+        assert "Traceback" not in err
+    assert "wrote" not in caplog.text and blocker.read_text() == "a file, not a folder"
+
+
+def test_read_only_output_folder_is_refused(tmp_path, capsys, caplog, read_only_dir):
+    ro = read_only_dir
+    clip = media.moving_faces_clip(n_frames=3, size=(160, 120), path=tmp_path / "in.mp4", audio=False)
+    caplog.set_level("INFO")
+    for out in (ro / "x.mp4", ro / "fo" / "x.mp4"):
+        assert cli_main(["anonymize", str(clip.path), "-o", str(out), "--method", "pixelate", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write the output {out}" in err and "not writable" in err, err
+    assert "wrote" not in caplog.text
+
+
+def test_skipped_files_are_listed_in_the_report_and_logged(tmp_path, caplog):
+    src = tmp_path / "shoot"
+    (src / ".thumbs").mkdir(parents=True)
+    _small_photo(src / "a.jpg")
+    _small_photo(src / ".hidden.jpg")
+    _small_photo(src / "take.partial.jpg")
+    _small_photo(src / ".thumbs" / "t1.jpg")
+    (src / "notes.txt").write_text("not media")
+    report = tmp_path / "r.json"
+    caplog.set_level("INFO")
+    assert cli_main(["anonymize", str(src), "-o", str(src / "out"), "--method", "pixelate", "-q",
+                     "--report", str(report)]) == 0
+    d = json.loads(report.read_text())
+    reasons = {Path(e["path"]).name: e["reason"] for e in d["skipped"]}
+    assert set(reasons) == {".hidden.jpg", "take.partial.jpg", ".thumbs", "notes.txt"}, reasons
+    assert reasons["notes.txt"] == "neither an image nor a video"
+    assert reasons[".hidden.jpg"].startswith("hidden") and "1 file(s)" in reasons[".thumbs"]
+    assert "not finished" in reasons["take.partial.jpg"]
+    assert [Path(e["input"]).name for e in d["inputs"]] == ["a.jpg"]
+    assert "skipping 4 file(s) that are not inputs" in caplog.text and ".hidden.jpg" in caplog.text
+    # a second run: the outputs in shoot/out are neither inputs nor skipped files
+    caplog.clear()
+    assert cli_main(["anonymize", str(src), "-o", str(src / "out"), "--method", "pixelate", "-q",
+                     "--report", str(report)]) == 0
+    assert len(json.loads(report.read_text())["skipped"]) == 4
+
+
+def test_a_complete_output_removes_the_stale_partial_of_an_earlier_run(tmp_path, caplog):
+    src = tmp_path / "in"
+    src.mkdir()
+    media.moving_faces_clip(n_frames=3, size=(160, 120), path=src / "clip.mp4", audio=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "clip.partial.mp4"  # what an interrupted earlier run left
+    stale.write_bytes(b"cut off")
+    other = out / "clip-2.partial.mp4"  # another output's name: left alone
+    other.write_bytes(b"not ours to judge")
+    report = tmp_path / "r.json"
+    caplog.set_level("INFO")
+    assert cli_main(["anonymize", str(src), "-o", str(out), "--method", "pixelate", "-q",
+                     "--report", str(report)]) == 0
+    assert (out / "clip.mp4").is_file() and not stale.exists() and other.exists()
+    assert f"removed {stale}" in caplog.text
+    assert json.loads(report.read_text())["inputs"][0]["removed_stale_partial"] == str(stale)
+
+
+def test_a_partial_file_in_the_input_folder_is_never_removed(tmp_path):
+    """Output folder above the input folder: nest/photos/clip.partial.mp4 is the user's file, skipped as
+    an input, and stays, though nest/photos/clip.mp4 (from nest/photos/photos/clip.mp4) is written."""
+    nest = tmp_path / "nest"
+    (nest / "photos" / "photos").mkdir(parents=True)
+    media.moving_faces_clip(n_frames=3, size=(160, 120), path=nest / "photos" / "photos" / "clip.mp4", audio=False)
+    keep = nest / "photos" / "clip.partial.mp4"
+    keep.write_bytes(b"the user's")
+    assert cli_main(["anonymize", str(nest / "photos"), "-o", str(nest), "--method", "pixelate", "-q"]) == 0
+    assert (nest / "photos" / "clip.mp4").is_file() and keep.read_bytes() == b"the user's"
+
+
+# In a child process: the CLI on a clip; at frame 100 files may no longer grow (RLIMIT_FSIZE, SIGXFSZ ignored:
+# writes fail with EFBIG as on a full disk) until the video writer has closed, so the report is still written.
+FULL_DISK_CLI = r"""
+import resource, signal, sys
+from pathlib import Path
+from styleid_edge.cli import main
+from styleid_edge.runtime.anonymizer import Anonymizer
+from styleid_edge.runtime.video import VideoWriter
+
+src, out, report = sys.argv[1:4]
+real, real_close, calls = Anonymizer.process, VideoWriter.close, {"n": 0}
+
+def process(self, image):
+    calls["n"] += 1
+    if calls["n"] == 100:
+        tmp = max(Path(out).parent.glob(".out.*"), key=lambda p: p.stat().st_size)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (tmp.stat().st_size, resource.RLIM_INFINITY))
+    return real(self, image)
+
+def close(self, *args, **kwargs):
+    try:
+        return real_close(self, *args, **kwargs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+Anonymizer.process, VideoWriter.close = process, close
+sys.exit(main(["anonymize", src, "-o", out, "--method", "pixelate", "-q", "--report", report]))
+"""
+
+
+def test_a_full_disk_exits_1_and_the_report_lists_the_failed_file(tmp_path):
+    clip = media.moving_faces_clip(n_frames=120, size=(320, 240), path=tmp_path / "in.mp4", audio=False)
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_CLI, str(clip.path), str(out), str(report)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "could not finish the output" in done.stderr and "Free disk space" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "fragmented=True" not in last, last
+    assert not out.exists()
+    d = json.loads(report.read_text())
+    assert d["failed"] and d["errors"]
+    entry = d["inputs"][0]
+    assert entry["input"] == str(clip.path) and "could not finish" in entry["error"]
+    assert entry["partial_output"].endswith(".partial.mp4") and Path(entry["partial_output"]).is_file()

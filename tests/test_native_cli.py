@@ -140,7 +140,11 @@ def test_rt_reports_a_write_that_failed_instead_of_exit_0(rt, native_assets, cli
     assert "disk full" in json.loads(report.read_text())["error"]
 
 
-def test_rt_ctrl_c_on_a_file_exits_130_with_a_playable_partial_output(rt, native_assets, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("presses", [1, 2])
+def test_rt_ctrl_c_on_a_file_exits_130_with_a_playable_partial_output(
+        rt, native_assets, tmp_path, presses):  # noqa: F811
+    """One Ctrl-C: the frames already read are anonymized and the output finished; a second one finishes it at
+    once with the frames done (the read ones are dropped, never written raw); both say so on the terminal."""
     clip = moving_faces_clip(400, size=(320, 180), fps=FPS, face_height=0.35, audio=False, seed=6)
     src = _write_avi(clip.frames, tmp_path / "long.avi")
     out, report = tmp_path / "long.mp4", tmp_path / "long.json"
@@ -152,7 +156,9 @@ def test_rt_ctrl_c_on_a_file_exits_130_with_a_playable_partial_output(rt, native
             time.sleep(0.05)
         time.sleep(1.0)
         assert proc.poll() is None, "the run ended before Ctrl-C: make the clip longer"
-        proc.send_signal(signal.SIGINT)
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -161,6 +167,8 @@ def test_rt_ctrl_c_on_a_file_exits_130_with_a_playable_partial_output(rt, native
     r = json.loads(report.read_text())
     assert r["stopped_by_signal"] is True and 0 < r["frames"] < 400 and r["warnings"] == []
     assert "stopped by a signal" in err and f"holds {r['frames']} frames" in err
+    assert "stopping: anonymizing the frames already read" in err
+    assert ("finishing the output with the frames done so far" in err) == (presses == 2)
     assert _frames(out) == r["frames"]
     first = cv2.VideoCapture(str(out)).read()[1]
     assert first is not None and np.abs(first.astype(int) - clip.frames[0]).mean() < 20  # the same scene

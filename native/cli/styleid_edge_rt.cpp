@@ -244,14 +244,28 @@ private:
     bool closed_ = false;
 };
 
-// Set by SIGINT/SIGTERM: the decoder stops reading, what was read is anonymized and the output finished.
+// Set by SIGINT/SIGTERM: the decoder stops reading, what was read is anonymized and the output finished. A second
+// signal (g_abort) drops the frames read but not yet anonymized (never written) and finishes the output with the
+// ones done; a third ends the process at once. The handler only touches lock-free atomics and write(2).
 std::atomic<bool> g_signalled{false};
+std::atomic<bool> g_abort{false};
 std::atomic<int> g_signal{0};
 
+void say_from_handler(const char *msg, size_t len) { (void)!write(STDERR_FILENO, msg, len); }
+
 extern "C" void on_stop_signal(int sig) {
-    g_signal = sig;
-    g_signalled = true;
-    std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
+    if (!g_signalled.exchange(true)) {
+        g_signal = sig;
+        static const char msg[] = "\nstyleid-edge-rt: stopping: anonymizing the frames already read, then finishing "
+                                  "the output (Ctrl-C again: finish now without them)\n";
+        say_from_handler(msg, sizeof msg - 1);
+        return;
+    }
+    g_abort = true;
+    static const char msg[] = "\nstyleid-edge-rt: finishing the output with the frames done so far (Ctrl-C again: "
+                              "end at once, leaving an unplayable file)\n";
+    say_from_handler(msg, sizeof msg - 1);
+    std::signal(sig, SIG_DFL);
 }
 
 struct Totals {
@@ -422,7 +436,7 @@ int main(int argc, char **argv) {
     double last_line = 0;
     int idx = 0;
     while (decoded_q.pop(idx)) {
-        if (stop) { free_q.push(idx); continue; }
+        if (stop || g_abort) { free_q.push(idx); continue; }  // read, not anonymized: never written
         if (styleid_edge_anonymize(rt, pool[idx].data(), width, height, 0) != STYLEID_EDGE_OK) {
             set_error("anonymizing frame " + std::to_string(totals.frames));  // that frame is never written
             free_q.push(idx);

@@ -23,6 +23,7 @@ class RunReport:
     providers: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)  # one entry per processed file
+    skipped: list[dict[str, str]] = field(default_factory=list)  # files of an input folder that are not inputs
     frames: int = 0
     faces: int = 0  # face instances (detected or held over), each anonymized by some method
     faces_detected: int = 0
@@ -54,7 +55,7 @@ class RunReport:
             "tool": f"styleid-edge {__version__}",
             "pack": self.pack, "pack_synthetic": self.pack_synthetic,
             "requested_method": self.requested_method, "method": self.method, "detector": self.detector,
-            "providers": self.providers, "notes": self.notes, "inputs": self.inputs,
+            "providers": self.providers, "notes": self.notes, "inputs": self.inputs, "skipped": self.skipped,
             "frames": self.frames, "faces": self.faces, "faces_detected": self.faces_detected,
             "faces_held": self.faces_held, "tracks": self.tracks,
             "faces_by_method": dict(self.by_method), "fallbacks": dict(self.fallbacks),
@@ -64,7 +65,12 @@ class RunReport:
         }
 
     def write(self, path: str | Path) -> None:
+        """Write the JSON through a temporary file and a rename; the temporary file goes when that fails."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise

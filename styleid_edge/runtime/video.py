@@ -1167,8 +1167,8 @@ class VideoWriter:
             return None, f"what was written is still in {self._tmp} (999 partial files exist); rename it by hand"
         note = f"what was written is kept in {dst}"
         if self.path.suffix.lower() in _FASTSTART_SUFFIXES and not self.fragmented:
-            note += (f" (an {self.path.suffix} cut off before its index does not play; write with fragmented=True, "
-                     "or .ts or .mkv, to keep such files playable)")
+            note += (f" (an {self.path.suffix} cut off before its index does not play; an .mkv or .ts output "
+                     "stays playable up to where it was cut)")
         return dst, note
 
     def retarget(self, path: str | Path) -> None:
