@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -272,24 +273,34 @@ def test_ctrl_c_stays_the_outcome_when_finishing_the_output_fails_too(tmp_path):
 
 
 # --- paths that cannot be written, skipped inputs, stale partial files, a full disk ----------------------
+def _refuses_new_files(folder: Path) -> bool:
+    try:
+        fd, name = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return True
+    os.close(fd)
+    os.unlink(name)
+    return False
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A folder that refuses new files (chmod 555); skipped where that does not stop writes (root, some file
-    systems), where the tests with a file in the path cover the refusal."""
+    """A folder that refuses new files: ours made read-only (chmod 555), or, where that does not stop writes
+    (running as root, as CI does), /sys, which refuses new files to root too."""
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
-    probe = ro / "probe"
     try:
-        probe.write_text("x")
-    except OSError:
-        yield ro
+        if _refuses_new_files(ro):
+            yield ro
+            return
+        sysfs = Path("/sys")
+        if not (sysfs.is_dir() and _refuses_new_files(sysfs)):
+            pytest.skip("no folder here refuses new files (not even /sys); the tests with a file in the path cover "
+                        "the refusal")
+        yield sysfs
+    finally:
         ro.chmod(0o755)
-        return
-    probe.unlink()
-    ro.chmod(0o755)
-    pytest.skip("a read-only folder does not stop writes here (running as root?); the test with a file in the "
-                "path covers the refusal")
 
 
 def test_unwritable_report_path_is_refused_before_the_models_load(tmp_path, capsys, caplog):
