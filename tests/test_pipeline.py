@@ -456,3 +456,11 @@ def test_a_held_box_that_still_matches_is_counted_apart_from_a_detected_face(tin
         w.rec.method, w.rec.fallback = "latent", None
     anonymizer._verify(frame, None, batch)  # the check itself fails (no output image): fail closed
     assert {(w.rec.method, w.rec.fallback) for w in batch} == {("pixelate", "verify_error")}
+
+
+def test_strength_without_a_method_that_uses_it_is_said_not_silently_ignored(caplog):
+    """--strength with pixelate (or no pack, which pixelates) changes nothing: the log and report say so."""
+    with caplog.at_level("WARNING"):
+        anon = Anonymizer(AnonymizerConfig(method="pixelate", strength=0.4), use_default_pack=False)
+    assert "--strength 0.4 has no effect with the pixelate method" in caplog.text
+    assert any("--strength 0.4 has no effect" in n for n in anon.report.notes)

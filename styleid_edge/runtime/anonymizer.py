@@ -143,6 +143,11 @@ class Anonymizer:
                    "and pass --pack (or set STYLEID_EDGE_PACK) for StyleID anonymization.")
             log.warning(msg)
             self.report.note(msg)
+        if config.strength is not None and method not in ("latent", "pixel", "swapper"):
+            msg = (f"--strength {config.strength} has no effect with the {method} method (it sets how far the "
+                   "latent, pixel and swapper methods move a face from its identity)")
+            log.warning(msg)
+            self.report.note(msg)
         self.method = method
         self.report.method = method
         self.models = PackModels(pack, options) if pack is not None else None
