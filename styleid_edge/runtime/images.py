@@ -121,12 +121,21 @@ def input_kind(path: str | Path, probe: bool = True) -> str | None:
     return None
 
 
+SKIP_NOT_MEDIA = "neither an image nor a video"
+SKIP_HIDDEN = "hidden (its name starts with '.'): hidden files are never inputs; rename it to process it"
+SKIP_HIDDEN_FOLDER = ("hidden folder (its name starts with '.'): its {n} file(s) are not inputs; rename it to "
+                      "process them")
+SKIP_PARTIAL = ("a *.partial.* file: the name this tool gives an output that was not finished (Ctrl-C, a full "
+                "disk), so it is never an input; rename it to process it")
+
+
 def iter_inputs(folder: str | Path, recursive: bool = False, probe: bool = True,
-                skipped: list[Path] | None = None) -> Iterator[Path]:
+                skipped: list[dict[str, str]] | None = None) -> Iterator[Path]:
     """The image and video files in ``folder`` (or ``folder`` itself when it is a file), sorted by
-    path; :func:`input_kind` tells them apart. Hidden files (our own temporary outputs start with
-    '.') and ``*.partial.*`` leftovers are skipped; other files are skipped with a debug log and
-    appended to ``skipped`` when given."""
+    path; :func:`input_kind` tells them apart. Hidden files and folders (our own temporary outputs start
+    with '.'), ``*.partial.*`` leftovers and files that are neither images nor videos are skipped; with
+    ``skipped`` each is appended there as ``{"path", "reason"}`` (a hidden folder once, ``path`` ending in
+    the separator, with its file count), once the iteration is complete."""
     folder = Path(folder)
     if not folder.exists():
         raise ImageError(f"{folder}: no such file or folder; check the path")
@@ -135,15 +144,29 @@ def iter_inputs(folder: str | Path, recursive: bool = False, probe: bool = True,
             raise ImageError(f"{folder} is neither an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) nor a video")
         yield folder
         return
+    hidden_folders: dict[Path, int] = {}
+
+    def skip(path: str | Path, reason: str) -> None:
+        if skipped is not None:
+            skipped.append({"path": str(path), "reason": reason})
+
     for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        if hidden or not path.is_file():
+        parts = path.relative_to(folder).parts
+        first_hidden = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
+        if not path.is_file():
             continue
-        if ".partial." in path.name:
+        if first_hidden is not None and first_hidden < len(parts) - 1:  # inside a hidden folder
+            top = folder.joinpath(*parts[:first_hidden + 1])
+            hidden_folders[top] = hidden_folders.get(top, 0) + 1
+        elif first_hidden is not None:
+            skip(path, SKIP_HIDDEN)
+        elif ".partial." in path.name:
             log.debug("skipping partial output %s", path)
+            skip(path, SKIP_PARTIAL)
         elif input_kind(path, probe) is None:
             log.debug("skipping %s: neither an image nor a video", path)
-            if skipped is not None:
-                skipped.append(path)
+            skip(path, SKIP_NOT_MEDIA)
         else:
             yield path
+    for top, n in hidden_folders.items():
+        skip(str(top) + os.sep, SKIP_HIDDEN_FOLDER.format(n=n))

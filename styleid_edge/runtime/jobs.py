@@ -18,7 +18,8 @@ from typing import Any
 
 from ..files import sha256_file
 from .anonymizer import Anonymizer, AnonymizerConfig
-from .images import input_kind, is_image, iter_inputs, read_image, write_image
+from .images import (SKIP_HIDDEN, SKIP_NOT_MEDIA, SKIP_PARTIAL, input_kind, is_image, iter_inputs, read_image,
+                     write_image)
 from .pack import ModelPack
 from .report import RunReport
 from .frame_pipeline import Progress, run_threaded
@@ -156,15 +157,14 @@ def plan_outputs(src: Path, dst: Path, skipped: list[dict[str, str]] | None = No
     if dst.resolve() == src.resolve():
         raise ValueError(f"output folder {dst} is the input folder: choose another one "
                          "(the inputs are never overwritten)")
-    out_root, neither = dst.resolve(), []
+    out_root, not_inputs = dst.resolve(), []
     inside = src.resolve() in out_root.parents  # the output folder is in the input folder: its files are outputs
 
     def in_output(p: Path) -> bool:
         return inside and (p.resolve() == out_root or out_root in p.resolve().parents)
 
-    items = [p for p in iter_inputs(src, recursive=True, skipped=neither) if not in_output(p)]
-    found = _not_inputs(src, in_output) + [{"path": str(p), "reason": NOT_MEDIA} for p in neither if not in_output(p)]
-    found.sort(key=lambda e: e["path"])
+    items = [p for p in iter_inputs(src, recursive=True, skipped=not_inputs) if not in_output(p)]
+    found = sorted((e for e in not_inputs if not in_output(Path(e["path"]))), key=lambda e: e["path"])
     if found:
         _log_skipped(src, found)
     if skipped is not None:
@@ -180,44 +180,10 @@ def plan_outputs(src: Path, dst: Path, skipped: list[dict[str, str]] | None = No
     return pairs
 
 
-NOT_MEDIA = "neither an image nor a video"
-HIDDEN = "hidden (its name starts with '.'): hidden files are never inputs; rename it to process it"
-HIDDEN_FOLDER = "hidden folder (its name starts with '.'): its {n} file(s) are not inputs; rename it to process them"
-PARTIAL = ("a *.partial.* file: the name this tool gives an output that was not finished (Ctrl-C, a full "
-           "disk), so it is never an input; rename it to process it")
-
-
-def _not_inputs(src: Path, in_output) -> list[dict[str, str]]:
-    """The files ``iter_inputs`` passes over without a word: hidden ones (a hidden folder is listed
-    once, with its file count) and ``*.partial.*`` leftovers; none inside the output folder."""
-    found: list[dict[str, str]] = []
-    for root, dirs, files in os.walk(src):
-        here = Path(root)
-        keep = []
-        for d in sorted(dirs):
-            path = here / d
-            if in_output(path):
-                continue
-            if d.startswith("."):
-                n = sum(len(f) for _, _, f in os.walk(path))
-                found.append({"path": str(path) + os.sep, "reason": HIDDEN_FOLDER.format(n=n)})
-            else:
-                keep.append(d)
-        dirs[:] = keep
-        for name in sorted(files):
-            path = here / name
-            if in_output(path) or not path.is_file():
-                continue
-            if name.startswith("."):
-                found.append({"path": str(path), "reason": HIDDEN})
-            elif ".partial." in name:
-                found.append({"path": str(path), "reason": PARTIAL})
-    return found
-
-
 def _log_skipped(src: Path, found: list[dict[str, str]]) -> None:
     """One INFO line: how many files were skipped, why, and the first few names."""
-    short = {NOT_MEDIA: "neither image nor video", HIDDEN: "hidden", PARTIAL: "unfinished output (*.partial.*)"}
+    short = {SKIP_NOT_MEDIA: "neither image nor video", SKIP_HIDDEN: "hidden",
+             SKIP_PARTIAL: "unfinished output (*.partial.*)"}
     counts: dict[str, int] = {}
     for e in found:
         why = short.get(e["reason"], "hidden folder")
